@@ -1,0 +1,338 @@
+"""``rnnlab`` command line: argparse sub-commands that call into the library.
+
+Every user error (a missing file, an unknown preset or key, a value out of range, a checkpoint
+that does not load) ends as one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rnnlab import __version__
+from rnnlab.config import (
+    DEFAULT_PRESET,
+    RESUMABLE_KEYS,
+    Config,
+    describe_keys,
+    load_config,
+    parse_overrides,
+    preset_names,
+    read_preset,
+)
+from rnnlab.data.corpus import BUILTIN_PREFIX
+from rnnlab.errors import ConfigError, RnnlabError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        return args.handler(args)
+    except RnnlabError as exc:
+        print(f"rnnlab: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # disk full, permission denied...: say which file, skip the traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"rnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnlab",
+        description="Train recurrent language models (RNN, LSTM, GRU) effectively, and see why they train.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = "\n".join(f"  {line}" for line in describe_keys())
+    train = commands.add_parser(
+        "train", help="train a language model into a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Train a language model. With no arguments: the {DEFAULT_PRESET} preset on the "
+                    "vendored Penn Treebank, into a new directory under runs/.",
+        epilog=f"config keys for --set (section.key = default: meaning):\n{keys}",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", metavar="NAME", help=f"a shipped preset (default {DEFAULT_PRESET}; "
+                        "see `rnnlab presets`)")
+    source.add_argument("--config", metavar="FILE", help="a TOML config file ([data], [model], [train] "
+                        "tables; optional top-level preset = NAME to start from)")
+    train.add_argument("--data", metavar="DIR", help="corpus directory (train.txt, valid.txt, test.txt) "
+                       "or one text file; sets data.path")
+    train.add_argument("--run-dir", metavar="DIR", help="where checkpoints and metrics go "
+                       "(default runs/NAME-DATE-TIME); must not already hold a run")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest.pt; "
+                       f"--set may then change only {', '.join(sorted(RESUMABLE_KEYS))}")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config key (repeatable), e.g. --set train.max_steps=50")
+    train.add_argument("--quiet", action="store_true", help="no progress bar; print only the final result")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="exact perplexity of a checkpoint on a split")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="a .pt checkpoint, or a run directory (its best.pt)")
+    evaluate.add_argument("--data", metavar="DIR", help="corpus to evaluate on (default: the one the "
+                          "checkpoint was trained on)")
+    evaluate.add_argument("--split", choices=("valid", "test"), default="valid", help="split (default valid)")
+    evaluate.add_argument("--batch-size", type=_positive_int, metavar="N",
+                          help="parallel streams (default: the run's train.eval_batch_size)")
+    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (loss, ppl, tokens, ...)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    generate = commands.add_parser("generate", help="sample text from a checkpoint")
+    generate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="a .pt checkpoint, or a run directory (its best.pt)")
+    generate.add_argument("--tokens", type=_positive_int, default=50, metavar="N",
+                          help="tokens to sample (default 50)")
+    generate.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
+                          help="> 0; below 1 sharpens, above 1 flattens (default 1.0)")
+    generate.add_argument("--top-k", type=_non_negative_int, default=0, metavar="K",
+                          help="sample among the K most likely tokens only (default 0: all)")
+    generate.add_argument("--seed", type=int, metavar="S", help="seed for reproducible samples")
+    generate.add_argument("--prompt", default="", metavar="TEXT", help="text to continue (default: a line start)")
+    generate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    generate.set_defaults(handler=cmd_generate)
+
+    presets = commands.add_parser("presets", help="list the shipped presets, one line each")
+    presets.set_defaults(handler=cmd_presets)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {read_preset(name).get('description', '')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.training.checkpoint import LATEST, load_checkpoint
+    from rnnlab.training.trainer import Trainer
+
+    if args.resume:
+        if args.preset or args.config:
+            raise ConfigError("--resume takes its config from the run; drop --preset/--config")
+        if args.run_dir:
+            raise ConfigError("--resume RUN_DIR names the run directory; drop --run-dir")
+        run_dir = Path(args.resume)
+        payload = load_checkpoint(run_dir / LATEST) if run_dir.is_dir() else None
+        if payload is None:
+            raise ConfigError(f"--resume expects a run directory holding {LATEST}, got {run_dir}")
+        overrides = parse_overrides(args.overrides)
+        if args.data:
+            overrides["data.path"] = args.data
+        refused = sorted(set(overrides) - RESUMABLE_KEYS)
+        if refused:
+            raise ConfigError(f"a resumed run cannot change {', '.join(refused)}; it may change only "
+                              f"{', '.join(sorted(RESUMABLE_KEYS))}")
+        config = Config.from_dict(payload["config"], source="checkpoint config").with_overrides(overrides)
+        del payload
+    else:
+        extra = [f"data.path={args.data}"] if args.data else []
+        config = load_config(args.preset, args.config, [*args.overrides, *extra])
+        run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None))
+    config = _absolute_data_path(config)
+
+    progress = ProgressBar(enabled=not args.quiet)
+    trainer = Trainer(config, run_dir, observers=(progress,), resume=bool(args.resume))
+    if not args.quiet:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(trainer))
+    try:
+        result = trainer.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.stopped_by == "interrupted":
+        print(f"interrupted at step {result.steps}; latest.pt is saved. Continue with: "
+              f"rnnlab train --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    assert result.test is not None
+    print(f"test perplexity: {result.test.ppl:.2f} (loss {result.test.loss:.4f}, {result.test.tokens} tokens; "
+          f"stopped by {result.stopped_by} after {result.steps} steps)")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    print(f"metrics: {result.metrics}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rnnlab.data.batching import eval_stream
+    from rnnlab.data.corpus import load_split
+    from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+    from rnnlab.training.loop import evaluate
+    from rnnlab.training.trainer import resolve_device
+
+    path = resolve_checkpoint_path(args.checkpoint)
+    model, config, vocab = model_from_checkpoint(load_checkpoint(path))
+    if args.data:
+        config = config.with_overrides({"data.path": args.data})
+    ids, oov = load_split(config.data, vocab, args.split)
+    stream = eval_stream(ids, args.batch_size or config.train.eval_batch_size, vocab.eos_id)
+    model.to(resolve_device(args.device))
+    bar = _eval_bar(args.split, enabled=not (args.quiet or args.json))
+    result = evaluate(model, stream, config.train.bptt, bar.update_to if bar else None)
+    if bar:
+        bar.close()
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "split": args.split, "loss": result.loss, "ppl": result.ppl,
+                          "tokens": result.tokens, "oov": oov}))
+    else:
+        print(f"{args.split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
+              f"{oov} out of vocabulary)")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rnnlab.data.tokenizers import get_tokenizer
+    from rnnlab.generation import generate
+    from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from rnnlab.training.trainer import resolve_device
+
+    model, config, vocab = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    model.to(resolve_device(args.device))
+    text = generate(model, vocab, get_tokenizer(config.data.level), prompt=args.prompt, tokens=args.tokens,
+                    temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class ProgressBar:
+    """The CLI's view of training: a tqdm bar with the latest train record, eval lines above it."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def on_start(self, total_steps: int, done_steps: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+
+    def on_step(self, step: int, tokens: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        if record["event"] == "train":
+            self.bar.set_postfix_str(
+                f"ep {record['epoch']} loss {record['loss']:.3f} ppl {record['ppl']:.1f} lr {record['lr']:.3g} "
+                f"gnorm {record['grad_norm']:.2f} {record['tokens_per_s']:.0f} tok/s", refresh=False)
+        elif record["event"] == "eval":
+            self.bar.set_description_str("")
+            self.bar.write(f"epoch {record['epoch']} step {record['step']}: {record['split']} ppl "
+                           f"{record['ppl']:.2f} ({record['tokens']} tokens)")
+
+    def on_eval_window(self, split: str, done: int, total: int) -> None:
+        if self.bar is not None and (done == 1 or done == total or done % 20 == 0):
+            self.bar.set_description_str(f"{split} {done}/{total}")
+
+    def on_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _eval_bar(split: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=split, unit="window", file=sys.stderr, dynamic_ncols=True)
+
+    def update_to(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    bar.update_to = update_to
+    return bar
+
+
+def _stop_on_first_interrupt(trainer: Any):
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    return handler
+
+
+def _new_run_dir(requested: str | None, name: str | None) -> Path:
+    if requested:
+        run_dir = Path(requested)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} already holds files; continue that run with --resume {run_dir} "
+                              "or choose another --run-dir")
+        return run_dir
+    stem = f"runs/{name or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = Path(stem), 1
+    while run_dir.exists():
+        n += 1
+        run_dir = Path(f"{stem}-{n}")
+    return run_dir
+
+
+def _absolute_data_path(config: Config) -> Config:
+    """Store the corpus path absolutely so eval and resume work from any directory."""
+    path = config.data.path
+    if path.startswith(BUILTIN_PREFIX):
+        return config
+    return config.with_overrides({"data.path": str(Path(path).expanduser().resolve())})
+
+
+def _positive_int(text: str) -> int:
+    value = _parse(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _parse(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _parse(float, text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _parse(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None

@@ -1,0 +1,400 @@
+"""Typed, frozen configuration.
+
+Resolution order: dataclass defaults -> a preset (or a TOML file) -> ``--set section.key=value``.
+Every field carries its help text and its allowed values, so validation, ``--help`` and the docs
+read from one place. The resolved config is written to each run directory and stored in every
+checkpoint (``Config.to_dict``), and ``Config.from_dict`` rebuilds it with the same validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFAULT_PRESET = "ptb-small"
+CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Any:
+    """A config field with its help text and its allowed values (checked in ``__post_init__``)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
+            "high_open": high_open}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = setting(
+        "builtin:ptb",
+        "corpus: a directory holding train.txt/valid.txt/test.txt, one text file split by data.split, "
+        "or builtin:ptb (the vendored Penn Treebank)",
+    )
+    level: str = setting("word", "tokenization: word (whitespace, <eos> at line ends) or char "
+                         "(Unicode code points, <eos> for line ends)", choices=("word", "char"))
+    split: tuple[float, float, float] = setting(
+        (0.9, 0.05, 0.05), "train/valid/test fractions when data.path is a single file")
+    min_freq: int = setting(1, "training-set count a token needs to enter the vocabulary", low=1)
+    max_size: int = setting(0, "largest vocabulary, <unk> and <eos> included (0 = no limit)", low=0)
+
+    def __post_init__(self) -> None:
+        _validate_section("data", self)
+        if any(f < 0 for f in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
+            raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(self.split)}")
+        if self.split[0] <= 0:
+            raise ConfigError(f"data.split needs a training fraction > 0, got {list(self.split)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = setting("lstm", "recurrent cell", choices=CELL_TYPES)
+    num_layers: int = setting(2, "stacked recurrent layers", low=1)
+    hidden_size: int = setting(200, "units per recurrent layer", low=1)
+    embedding_dim: int = setting(200, "input embedding size", low=1)
+    tie_weights: bool = setting(False, "share the embedding and output weights (Inan et al. 2017; "
+                                "needs hidden_size == embedding_dim)")
+    dropout: float = setting(0.0, "non-recurrent dropout on embeddings, between layers and before the "
+                             "output layer (Zaremba et al. 2014)", low=0.0, high=1.0, high_open=True)
+    init: str = setting("uniform", "weight init: uniform (every weight U[-init_range, init_range], "
+                        "Zaremba 2014) or default (PyTorch's)", choices=("uniform", "default"))
+    init_range: float = setting(0.1, "half-width a of the uniform init", low=0.0, low_open=True)
+    forget_bias: float | None = setting(None, "LSTM forget-gate bias (b_ih + b_hh) after init; none "
+                                        "keeps the init")
+    output: str = setting("softmax", "output layer", choices=("softmax",))
+
+    def __post_init__(self) -> None:
+        _validate_section("model", self)
+        if self.tie_weights and self.hidden_size != self.embedding_dim:
+            raise ConfigError(
+                "model.tie_weights needs model.hidden_size == model.embedding_dim, "
+                f"got {self.hidden_size} != {self.embedding_dim}"
+            )
+        if self.forget_bias is not None and self.cell != "lstm":
+            raise ConfigError(f"model.forget_bias applies to the lstm cell only, not {self.cell!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = setting("sgd", "sgd (plain, as Zaremba 2014), adam or adamw",
+                             choices=("sgd", "adam", "adamw"))
+    lr: float = setting(1.0, "initial learning rate", low=0.0, low_open=True)
+    momentum: float = setting(0.0, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(0.0, "L2 penalty (decoupled for adamw)", low=0.0)
+    schedule: str = setting(
+        "zaremba", "zaremba (constant for full_lr_epochs, then x lr_decay per epoch), plateau (lr / "
+        "plateau_factor when validation does not improve) or none", choices=("zaremba", "plateau", "none"))
+    full_lr_epochs: int = setting(4, "zaremba schedule: epochs at the initial lr", low=0)
+    lr_decay: float = setting(0.5, "zaremba schedule: lr factor per epoch after full_lr_epochs",
+                              low=0.0, high=1.0, low_open=True)
+    plateau_factor: float = setting(4.0, "plateau schedule: lr divisor", low=1.0, low_open=True)
+    clip_norm: float = setting(5.0, "clip the global gradient norm to this (0 = no clipping)", low=0.0)
+    loss_average: str = setting(
+        "sequences", "what the training loss is averaged over: sequences (summed over the bptt window, "
+        "averaged over the batch: Zaremba 2014, so lr 1 and clip 5 mean what the paper means) or tokens "
+        "(PyTorch's word_language_model)", choices=("sequences", "tokens"))
+    batch_size: int = setting(20, "parallel token streams (columns) in training", low=1)
+    bptt: int = setting(20, "truncated-BPTT window length", low=1)
+    eval_batch_size: int = setting(10, "parallel streams in evaluation", low=1)
+    epochs: int = setting(13, "training epochs", low=1)
+    max_steps: int = setting(0, "stop after this many optimizer steps (0 = no limit)", low=0)
+    max_minutes: float = setting(0.0, "stop after this much wall time (0 = no limit)", low=0.0)
+    eval_every_steps: int = setting(0, "also validate every N steps (0 = once per epoch only)", low=0)
+    log_every: int = setting(50, "steps between train records in metrics.jsonl", low=1)
+    seed: int = setting(1, "seed for init, dropout and sampling", low=0)
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    tensorboard: bool = setting(False, "also log the metrics to TensorBoard (RUN_DIR/tensorboard)")
+
+    def __post_init__(self) -> None:
+        _validate_section("train", self)
+        if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Keys a resumed run may change: limits and logging, nothing that alters the maths of training.
+RESUMABLE_KEYS = frozenset({
+    "data.path",  # the corpus may move; the vocabulary check on resume guards its content
+    "train.epochs", "train.max_steps", "train.max_minutes", "train.device", "train.log_every",
+    "train.eval_every_steps", "train.tensorboard",
+})
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain data (str/int/float/bool/list/None) for checkpoints and JSON."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> Config:
+        unknown = set(raw) - set(SECTIONS)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(f"{source}: unknown section {name!r}{_did_you_mean(name, SECTIONS)} "
+                              f"(sections: {', '.join(SECTIONS)})")
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            values = raw.get(name, {})
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{source}: [{name}] must be a table of keys, got {values!r}")
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            for key in values:
+                if key not in known:
+                    raise ConfigError(f"{source}: unknown key '{name}.{key}'"
+                                      f"{_did_you_mean(key, known, prefix=name + '.')}")
+            sections[name] = section_cls(**values)
+        return cls(**sections)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with ``{"section.key": value}`` applied and validated."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            section, key = _split_key(dotted)
+            raw.setdefault(section, {})[key] = value
+        return Config.from_dict(raw, source="--set")
+
+    def to_toml(self) -> str:
+        lines = []
+        for name, values in self.to_dict().items():
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items() if v is not None)
+            lines.append("")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("rnnlab.presets")
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """A preset's raw tables, with its one-line ``description`` under the key ``description``."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}{_did_you_mean(name, names)} (presets: {', '.join(names)})")
+    text = resources.files("rnnlab.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["train.lr=0.5", "data.level=char"]`` -> ``{"train.lr": 0.5, "data.level": "char"}``.
+
+    A value is read as a TOML value when it parses as one (numbers, booleans, arrays, quoted
+    strings) and kept as a bare string otherwise; string fields always take the raw text.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        dotted, sep, text = item.partition("=")
+        dotted = dotted.strip()
+        if not sep or not dotted:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        section, key = _split_key(dotted)
+        section_cls = SECTIONS.get(section)
+        if section_cls is None:
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}{_did_you_mean(section, SECTIONS)}")
+        hints = typing.get_type_hints(section_cls)
+        if key not in hints:
+            raise ConfigError(f"--set {item!r}: unknown key '{dotted}'{_did_you_mean(key, hints, prefix=section + '.')}")
+        text = text.strip()
+        if hints[key] is str:
+            out[dotted] = text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
+        else:
+            out[dotted] = _parse_toml_value(text)
+    return out
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Defaults -> preset (``ptb-small`` when neither a preset nor a file is named) or file -> overrides.
+
+    A config file may name a preset to start from with a top-level ``preset = "ptb-medium"``.
+    """
+    if preset is not None and config_file is not None:
+        raise ConfigError("give either --preset or --config, not both")
+    if config_file is not None:
+        raw = read_config_file(config_file)
+        source = str(config_file)
+        base_name = raw.pop("preset", None)
+        if base_name is not None:
+            if not isinstance(base_name, str):
+                raise ConfigError(f"{source}: preset must be a preset name, got {base_name!r}")
+            raw = _merge(read_preset(base_name), raw)
+    else:
+        raw = read_preset(preset or DEFAULT_PRESET)
+        source = f"preset {preset or DEFAULT_PRESET}"
+    raw.pop("description", None)
+    config = Config.from_dict(raw, source=source)
+    parsed = parse_overrides(overrides)
+    return config.with_overrides(parsed) if parsed else config
+
+
+def describe_keys() -> list[str]:
+    """One line per key: ``section.key = default  help [choices]`` (for --help and the docs)."""
+    lines = []
+    for name, section_cls in SECTIONS.items():
+        for f in dataclasses.fields(section_cls):
+            default = "none" if f.default is None else _toml_value(_plain(f.default))
+            choices = f.metadata.get("choices")
+            extra = f" [{' | '.join(choices)}]" if choices else ""
+            lines.append(f"{name}.{f.name} = {default}: {f.metadata.get('help', '')}{extra}")
+    return lines
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _validate_section(section: str, obj: Any) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key = f"{section}.{f.name}"
+        value = _coerce(key, getattr(obj, f.name), hints[f.name])
+        object.__setattr__(obj, f.name, value)
+        if value is None:
+            continue
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (value < low or (meta["low_open"] and value == low)):
+            raise ConfigError(f"{key} must be {'>' if meta['low_open'] else '>='} {low}, got {value!r}")
+        if high is not None and (value > high or (meta["high_open"] and value == high)):
+            raise ConfigError(f"{key} must be {'<' if meta['high_open'] else '<='} {high}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        return _coerce(key, value, args[0])
+    if origin is tuple:
+        item_types = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+            raise ConfigError(f"{key} expects a list of {len(item_types)} numbers, got {value!r}")
+        return tuple(_coerce(key, v, t) for v, t in zip(value, item_types))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def _split_key(dotted: str) -> tuple[str, str]:
+    section, sep, key = dotted.partition(".")
+    if not sep or not key:
+        raise ConfigError(f"expected section.key (for example train.lr), got {dotted!r}")
+    return section, key
+
+
+def _did_you_mean(name: str, options: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

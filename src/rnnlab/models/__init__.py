@@ -1,0 +1,3 @@
+from rnnlab.models.language_model import RNNLanguageModel, initialize
+
+__all__ = ["RNNLanguageModel", "initialize"]

@@ -1,0 +1,87 @@
+"""The two inner loops: one training step on a window, and exact evaluation of a split."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from rnnlab.data.batching import EvalStream
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.nn.recurrent import State, detach_state
+
+
+class StepResult(NamedTuple):
+    loss: torch.Tensor  # summed NLL over the window (detached, on the model's device)
+    tokens: torch.Tensor  # tokens scored
+    grad_norm: torch.Tensor  # global gradient norm before clipping
+    state: State  # final recurrent state, detached: the next window starts from it
+
+
+def train_step(
+    model: RNNLanguageModel,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    state: State | None,
+    *,
+    clip_norm: float,
+    loss_average: str,
+) -> StepResult:
+    """Forward, backward, clip, update. No host synchronisation: values stay on the device."""
+    optimizer.zero_grad(set_to_none=True)
+    out, state = model.loss(inputs, targets, state)
+    # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
+    divisor = out.tokens if loss_average == "tokens" else targets.size(1)
+    (out.loss / divisor).backward()
+    grad_norm = clip_gradients(model.parameters(), clip_norm)
+    optimizer.step()
+    return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state))
+
+
+def clip_gradients(params, max_norm: float) -> torch.Tensor:
+    """Clip by global norm (Pascanu et al. 2013) when ``max_norm > 0``; return the pre-clip norm."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+class EvalResult(NamedTuple):
+    loss: float  # mean negative log-likelihood per token (nats)
+    ppl: float
+    tokens: int
+
+
+@torch.no_grad()
+def evaluate(
+    model: RNNLanguageModel,
+    stream: EvalStream,
+    bptt: int,
+    on_window: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Exact perplexity over every token of the stream, the state carried across windows."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    inputs, targets = stream.inputs.to(device), stream.targets.to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    state: State | None = None
+    rows = inputs.size(0)
+    windows = -(-rows // bptt)
+    try:
+        for index, begin in enumerate(range(0, rows, bptt)):
+            out, state = model.loss(inputs[begin : begin + bptt], targets[begin : begin + bptt], state, exact=True)
+            total += out.loss.double()
+            if on_window is not None:
+                on_window(index + 1, windows)
+    finally:
+        model.train(was_training)
+    loss = total.item() / stream.tokens
+    return EvalResult(loss, _perplexity(loss), stream.tokens)
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else math.inf

@@ -1,0 +1,58 @@
+"""metrics.jsonl (one JSON object per line) and, optionally, TensorBoard with the same records."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import ConfigError
+from rnnlab.io import atomic_write_text
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None) -> None:
+        self.path = Path(path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tensorboard = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._file.close()
+                raise ConfigError("train.tensorboard = true needs the tensorboard package: "
+                                  "pip install 'rnnlab[tensorboard]'") from None
+            self._tensorboard = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.flush()
+        if self._tensorboard is not None:
+            group = record["event"] if record["event"] != "eval" else f"eval_{record['split']}"
+            for key, value in record.items():
+                if key in ("event", "split", "epoch", "step") or not isinstance(value, (int, float)):
+                    continue
+                if isinstance(value, bool) or not math.isfinite(value):
+                    continue
+                self._tensorboard.add_scalar(f"{group}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drop records logged after ``step``: on resume they would otherwise appear twice."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(kept))

@@ -1,0 +1,61 @@
+"""Optimizers and learning-rate schedules, built from ``TrainConfig``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from rnnlab.config import TrainConfig
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+class LrSchedule:
+    """Per-epoch learning-rate schedule; ``epoch_end(valid_loss)`` is called once per epoch.
+
+    - ``zaremba``: lr for epoch e (1-based) is lr0 * lr_decay ** max(e - full_lr_epochs, 0)
+      (Zaremba et al. 2014 and the TensorFlow PTB tutorial).
+    - ``plateau``: lr / plateau_factor whenever validation loss fails to beat its best (the PyTorch
+      word_language_model example: lr / 4).
+    - ``none``: constant.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+        self.kind = config.schedule
+        self._scheduler: Any = None
+        if self.kind == "zaremba":
+            full, decay = config.full_lr_epochs, config.lr_decay
+            # After k calls to step() (k finished epochs) the factor is for epoch k + 1.
+            self._scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda finished: decay ** max(finished + 1 - full, 0))
+        elif self.kind == "plateau":
+            self._scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=1.0 / config.plateau_factor, patience=0, threshold=0.0)
+        self.optimizer = optimizer
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def epoch_end(self, valid_loss: float) -> None:
+        if self.kind == "zaremba":
+            self._scheduler.step()
+        elif self.kind == "plateau":
+            self._scheduler.step(valid_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._scheduler is None else self._scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._scheduler is not None:
+            self._scheduler.load_state_dict(state)

@@ -1,0 +1,337 @@
+"""The trainer: epochs of truncated-BPTT windows, validation, schedules, checkpoints and metrics.
+
+It knows nothing of gate maths (the model owns that) and prints nothing: progress goes to
+``Observer`` objects (the CLI's progress bar is one) and to ``metrics.jsonl``.
+
+Run directory layout::
+
+    RUN_DIR/config.toml     the resolved config (usable with --config)
+    RUN_DIR/metrics.jsonl   train / eval records, one JSON object per line
+    RUN_DIR/best.pt         lowest validation loss so far (used for the final test)
+    RUN_DIR/latest.pt       where training stands: resume from it with --resume RUN_DIR
+    RUN_DIR/tensorboard/    when train.tensorboard = true
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.config import RESUMABLE_KEYS, Config
+from rnnlab.data.batching import batchify, eval_stream, num_windows
+from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
+from rnnlab.io import atomic_write_text
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.nn.recurrent import State
+from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rnnlab.training.loop import EvalResult, evaluate, train_step
+from rnnlab.training.metrics import MetricsLog, truncate_metrics
+from rnnlab.training.optim import LrSchedule, make_optimizer
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(RnnlabError):
+    """The loss became NaN or infinite; earlier checkpoints are left untouched."""
+
+
+class Observer:
+    """Hooks for whoever shows progress. Every method is optional."""
+
+    def on_start(self, total_steps: int, done_steps: int) -> None: ...
+
+    def on_step(self, step: int, tokens: int) -> None: ...
+
+    def on_record(self, record: dict[str, Any]) -> None: ...
+
+    def on_eval_window(self, split: str, done: int, total: int) -> None: ...
+
+    def on_end(self) -> None: ...
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resume continues exactly."""
+
+    epoch: int = 1  # the epoch being trained (1-based)
+    step: int = 0  # optimizer steps taken
+    window: int = 0  # next BPTT window within the epoch
+    best_valid_loss: float = math.inf
+    last_valid_step: int = -1
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_checkpoint: Path
+    metrics: Path
+    stopped_by: str  # "epochs", "max_steps", "max_minutes" or "interrupted"
+    steps: int
+    best_valid: EvalResult | None
+    test: EvalResult | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {name!r} but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device = {name!r} but only {torch.cuda.device_count()} CUDA devices exist")
+    return device
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        corpus: Corpus | None = None,
+        observers: tuple[Observer, ...] = (),
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.observers = observers
+        self.device = resolve_device(config.train.device)
+        self.corpus = corpus if corpus is not None else load_corpus(config.data)
+        self.stop_requested = False
+
+        train_cfg = config.train
+        torch.manual_seed(train_cfg.seed)
+        # Built on the CPU from the seed, then moved: the same seed gives the same weights anywhere.
+        self.model = RNNLanguageModel.from_config(config.model, len(self.corpus.vocab)).to(self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), train_cfg)
+        self.schedule = LrSchedule(self.optimizer, train_cfg)
+        self.progress = Progress()
+        self.state: State | None = None
+
+        self.train_data = batchify(self.corpus.splits["train"], train_cfg.batch_size).to(self.device)
+        self.windows_per_epoch = num_windows(self.train_data.size(0), train_cfg.bptt)
+        eos = self.corpus.vocab.eos_id
+        self.valid_stream = eval_stream(self.corpus.splits["valid"], train_cfg.eval_batch_size, eos)
+        self.test_stream = eval_stream(self.corpus.splits["test"], train_cfg.eval_batch_size, eos)
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / LATEST))
+            truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
+        atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
+        tensorboard_dir = self.run_dir / "tensorboard" if train_cfg.tensorboard else None
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, tensorboard_dir)
+
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._token_sum = torch.zeros((), dtype=torch.long, device=self.device)
+        self._last_grad_norm = torch.zeros((), device=self.device)
+        self._log_clock = 0.0
+        self._log_tokens = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def total_steps(self) -> int:
+        planned = self.config.train.epochs * self.windows_per_epoch
+        max_steps = self.config.train.max_steps
+        return min(planned, max_steps) if max_steps else planned
+
+    def fit(self) -> RunResult:
+        train_cfg = self.config.train
+        for obs in self.observers:
+            obs.on_start(self.total_steps, self.progress.step)
+        started = time.monotonic()
+        self._log_clock = time.perf_counter()
+        self.model.train()
+        try:
+            while True:
+                stopped_by = self._limit_reached(started)
+                if stopped_by:
+                    break
+                self._train_one_window()
+                if self.progress.window == self.windows_per_epoch:
+                    self._end_epoch()
+                elif train_cfg.eval_every_steps and self.progress.step % train_cfg.eval_every_steps == 0:
+                    self._validate()
+            if stopped_by != "epochs":
+                # Save where we are (mid-epoch, with the carried state) before anything else.
+                self._save(self.run_dir / LATEST)
+            if stopped_by == "interrupted":
+                return self._result(stopped_by, test=None)
+            if self.progress.last_valid_step != self.progress.step:
+                # A stop between epochs: validate for the record and for best.pt, but keep the
+                # schedule out of it so a resumed run matches an uninterrupted one.
+                self._validate()
+            test = self._test_best()
+            return self._result(stopped_by, test=test)
+        finally:
+            self.metrics.close()
+            for obs in self.observers:
+                obs.on_end()
+
+    def request_stop(self) -> None:
+        """Ask for a clean stop after the current step (the CLI calls this on Ctrl-C)."""
+        self.stop_requested = True
+
+    # ------------------------------------------------------------------ steps and epochs
+
+    def _train_one_window(self) -> None:
+        train_cfg = self.config.train
+        begin = self.progress.window * train_cfg.bptt
+        length = min(train_cfg.bptt, self.train_data.size(0) - 1 - begin)
+        inputs = self.train_data[begin : begin + length]  # (L, B)
+        targets = self.train_data[begin + 1 : begin + 1 + length]  # (L, B), one step ahead
+        result = train_step(self.model, self.optimizer, inputs, targets, self.state,
+                            clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
+        self.state = result.state
+        self.progress.step += 1
+        self.progress.window += 1
+        self._loss_sum += result.loss
+        self._token_sum += result.tokens
+        self._last_grad_norm = result.grad_norm
+        self._log_tokens += targets.numel()
+        if self.progress.step % train_cfg.log_every == 0:
+            self._log_train()
+        for obs in self.observers:
+            obs.on_step(self.progress.step, targets.numel())
+
+    def _log_train(self) -> None:
+        now = time.perf_counter()
+        tokens = int(self._token_sum.item())
+        loss = self._loss_sum.item() / max(tokens, 1)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: loss is {loss} at step {self.progress.step} (epoch {self.progress.epoch}); "
+                f"best.pt and latest.pt in {self.run_dir} hold the last good state. Lower train.lr or set "
+                "train.clip_norm")
+        record = {
+            "event": "train",
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "loss": loss,
+            "ppl": math.exp(min(loss, 700.0)),
+            "lr": self.schedule.lr,
+            "grad_norm": float(self._last_grad_norm.item()),
+            "tokens_per_s": self._log_tokens / max(now - self._log_clock, 1e-9),
+        }
+        self._emit(record)
+        self._loss_sum.zero_()
+        self._token_sum.zero_()
+        self._log_tokens = 0
+        self._log_clock = time.perf_counter()
+
+    def _end_epoch(self) -> None:
+        valid = self._validate()
+        self.schedule.epoch_end(valid.loss)
+        self.progress.epoch += 1
+        self.progress.window = 0
+        self.state = None  # each epoch reads the columns from their beginning again
+        self._save(self.run_dir / LATEST)
+
+    def _validate(self) -> EvalResult:
+        paused = time.perf_counter()
+        result = self._evaluate("valid", self.valid_stream)
+        self.progress.last_valid_step = self.progress.step
+        if result.loss < self.progress.best_valid_loss:
+            self.progress.best_valid_loss = result.loss
+            self._save(self.run_dir / BEST)
+        self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
+        return result
+
+    def _evaluate(self, split: str, stream) -> EvalResult:
+        def on_window(done: int, total: int) -> None:
+            for obs in self.observers:
+                obs.on_eval_window(split, done, total)
+
+        result = evaluate(self.model, stream, self.config.train.bptt, on_window)
+        # After an epoch's last window the counter already names the next epoch.
+        epoch = self.progress.epoch - 1 if self.progress.window == 0 and self.progress.step else self.progress.epoch
+        self._emit({"event": "eval", "split": split, "epoch": epoch, "step": self.progress.step,
+                    "loss": result.loss, "ppl": result.ppl, "tokens": result.tokens})
+        return result
+
+    def _test_best(self) -> EvalResult:
+        best = self.run_dir / BEST
+        self.model.load_state_dict(load_checkpoint(best)["model"])
+        return self._evaluate("test", self.test_stream)
+
+    def _limit_reached(self, started: float) -> str | None:
+        train_cfg = self.config.train
+        if self.progress.epoch > train_cfg.epochs:
+            return "epochs"
+        if self.stop_requested:
+            return "interrupted"
+        if train_cfg.max_steps and self.progress.step >= train_cfg.max_steps:
+            return "max_steps"
+        if train_cfg.max_minutes and time.monotonic() - started >= 60 * train_cfg.max_minutes:
+            return "max_minutes"
+        return None
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.metrics.write(record)
+        for obs in self.observers:
+            obs.on_record(record)
+
+    def _result(self, stopped_by: str, test: EvalResult | None) -> RunResult:
+        best_valid = None
+        if math.isfinite(self.progress.best_valid_loss):
+            loss = self.progress.best_valid_loss
+            best_valid = EvalResult(loss, math.exp(min(loss, 700.0)), self.valid_stream.tokens)
+        return RunResult(self.run_dir, self.run_dir / BEST, self.run_dir / METRICS_FILE, stopped_by,
+                         self.progress.step, best_valid, test)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, path: Path) -> None:
+        state = self.state
+        if state is not None:
+            state = tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()
+        save_checkpoint(path, {
+            "config": self.config.to_dict(),
+            "vocab": self.corpus.vocab.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "progress": asdict(self.progress),
+            "carried_state": state,
+            "rng": rng_state(),
+        })
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        saved_config = Config.from_dict(payload["config"], source="checkpoint config")
+        if _without_resumable(saved_config) != _without_resumable(self.config):
+            raise CheckpointError(f"{self.run_dir} was trained with another config; a resume may change "
+                                  "only train.epochs, max_steps, max_minutes, device, log_every, "
+                                  "eval_every_steps and tensorboard")
+        if payload["vocab"] != self.corpus.vocab.to_dict():
+            raise CheckpointError(f"the corpus at {self.config.data.path} no longer gives the vocabulary "
+                                  f"{self.run_dir} was trained with")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.progress = Progress(**payload["progress"])
+        state = payload["carried_state"]
+        if state is not None:
+            state = tuple(s.to(self.device) for s in state) if isinstance(state, tuple) else state.to(self.device)
+        self.state = state
+        set_rng_state(payload["rng"])
+        log.info("resuming %s at epoch %d, step %d", self.run_dir, self.progress.epoch, self.progress.step)
+
+
+def _without_resumable(config: Config) -> dict[str, Any]:
+    raw = config.to_dict()
+    for dotted in RESUMABLE_KEYS:
+        section, key = dotted.split(".")
+        raw[section].pop(key, None)
+    return raw
