@@ -245,7 +245,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}{_did_you_mean(section, SECTIONS)}")
         hints = typing.get_type_hints(section_cls)
         if key not in hints:
-            raise ConfigError(f"--set {item!r}: unknown key '{dotted}'{_did_you_mean(key, hints, prefix=section + '.')}")
+            hint = _did_you_mean(key, hints, prefix=section + ".")
+            raise ConfigError(f"--set {item!r}: unknown key '{dotted}'{hint}")
         text = text.strip()
         if hints[key] is str:
             out[dotted] = text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text

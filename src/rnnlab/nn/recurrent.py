@@ -7,12 +7,11 @@ stored on a module.
 
 from __future__ import annotations
 
-from typing import Union
 
 import torch
 from torch import nn
 
-State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int,

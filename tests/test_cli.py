@@ -1,0 +1,154 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rnnlab.cli import main
+from rnnlab.training.metrics import read_metrics
+
+from .conftest import TINY_MODEL
+
+
+def _sets(*items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _train(corpus_dir, run_dir, *extra):
+    return main(["train", "--data", str(corpus_dir), "--run-dir", str(run_dir), "--quiet",
+                 *_sets(*TINY_MODEL, *extra)])
+
+
+def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_corpus_dir, run, "train.epochs=2") == 0
+    out = capsys.readouterr().out
+    assert "test perplexity:" in out and str(run / "best.pt") in out and str(run / "metrics.jsonl") in out
+
+    # eval on the best checkpoint reproduces the validation perplexity recorded during training
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    valid = [r for r in read_metrics(run / "metrics.jsonl") if r["event"] == "eval" and r["split"] == "valid"]
+    best = min(valid, key=lambda r: r["loss"])
+    assert report["tokens"] == best["tokens"] == sum(
+        len(line.split()) + 1 for line in (tiny_corpus_dir / "valid.txt").read_text().splitlines())
+    assert report["ppl"] == pytest.approx(best["ppl"], rel=1e-9)
+    assert report["loss"] == pytest.approx(best["loss"], rel=1e-9)
+
+    assert main(["eval", "--checkpoint", str(run), "--split", "test", "--quiet"]) == 0
+    assert "test perplexity:" in capsys.readouterr().out
+
+    args = ["generate", "--checkpoint", str(run / "best.pt"), "--tokens", "12", "--seed", "3", "--prompt", "the cat"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first, "the same seed gives the same sample"
+    assert first.startswith("the cat")
+    assert len(first.split()) >= 3
+
+
+def test_generate_with_top_k_1_is_greedy(tiny_corpus_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_corpus_dir, run, "train.max_steps=5") == 0
+    capsys.readouterr()
+    outputs = set()
+    for seed in ("1", "2"):
+        assert main(["generate", "--checkpoint", str(run), "--tokens", "8", "--top-k", "1", "--seed", seed]) == 0
+        outputs.add(capsys.readouterr().out)
+    assert len(outputs) == 1
+
+
+def test_resume_continues_a_run_from_the_cli(tiny_corpus_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_corpus_dir, run, "train.max_steps=4", "train.epochs=2") == 0
+    assert main(["train", "--resume", str(run), "--quiet", "--set", "train.max_steps=0"]) == 0
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["event"] == "train"]
+    assert steps == sorted(set(steps)) and steps[:4] == [1, 2, 3, 4]
+    assert "stopped by epochs" in capsys.readouterr().out
+
+
+def test_presets_lists_one_line_each(capsys):
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["ptb-large", "ptb-medium", "ptb-small"]
+    assert all("Zaremba" in line for line in lines)
+
+
+def _bad_inputs(corpus, tmp):
+    garbage = tmp / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint")
+    occupied = tmp / "occupied"
+    occupied.mkdir()
+    (occupied / "metrics.jsonl").write_text("{}\n")
+    return {
+        "unknown preset": ["train", "--preset", "ptb-huge"],
+        "unknown key": ["train", "--set", "train.learning_rate=1"],
+        "out of range": ["train", "--set", "train.bptt=0"],
+        "missing data": ["train", "--data", str(tmp / "nowhere")],
+        "missing config": ["train", "--config", str(tmp / "nowhere.toml")],
+        "occupied run dir": ["train", "--data", str(corpus), "--run-dir", str(occupied)],
+        "resume without a run": ["train", "--resume", str(tmp / "nowhere")],
+        "missing checkpoint": ["eval", "--checkpoint", str(tmp / "nowhere.pt")],
+        "garbage checkpoint": ["eval", "--checkpoint", str(garbage)],
+        "bad temperature": ["generate", "--checkpoint", str(garbage), "--temperature", "0"],
+        "bad token count": ["generate", "--checkpoint", str(garbage), "--tokens", "many"],
+        "no command": [],
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "unknown preset", "unknown key", "out of range", "missing data", "missing config", "occupied run dir",
+    "resume without a run", "missing checkpoint", "garbage checkpoint", "bad temperature", "bad token count",
+    "no command"])
+def test_bad_input_is_one_line_and_a_non_zero_exit(case, tiny_corpus_dir, tmp_path, capsys):
+    argv = _bad_inputs(tiny_corpus_dir, tmp_path)[case]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code not in (0, None)
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], captured.err
+    assert "Traceback" not in captured.err
+    if case == "occupied run dir":
+        assert (tmp_path / "occupied" / "metrics.jsonl").read_text() == "{}\n", "earlier results are kept"
+
+
+def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_corpus_dir, run, "train.max_steps=2") == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "model.hidden_size=32"]) == 1
+    assert "cannot change model.hidden_size" in capsys.readouterr().err
+
+
+def test_every_command_documents_its_options(capsys):
+    for command in ("train", "eval", "generate", "presets"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--preset", "--config", "--data", "--run-dir", "--resume", "--set", "--quiet", "--checkpoint",
+                   "--split", "--json", "--tokens", "--temperature", "--top-k", "--seed", "--prompt",
+                   "train.max_steps", "model.cell", "data.level"):
+        assert option in text
+
+
+@pytest.mark.integration
+def test_installed_console_script_trains_and_evaluates(tiny_corpus_dir, tmp_path):
+    exe = shutil.which("rnnlab", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    assert exe, "the rnnlab console script is not installed (pip install -e .)"
+    run = tmp_path / "run"
+    train = subprocess.run([exe, "train", "--data", str(tiny_corpus_dir), "--run-dir", str(run), "--quiet",
+                            *_sets(*TINY_MODEL, "train.max_steps=3")], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    assert "test perplexity:" in train.stdout
+    evaluated = subprocess.run([exe, "eval", "--checkpoint", str(run), "--json"], capture_output=True, text=True,
+                               timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert {"loss", "ppl", "tokens"} <= set(json.loads(evaluated.stdout))
+    module = subprocess.run([sys.executable, "-m", "rnnlab", "presets"], capture_output=True, text=True, timeout=300)
+    assert module.returncode == 0 and "ptb-small" in module.stdout

@@ -1,0 +1,170 @@
+import math
+
+import pytest
+import torch
+
+from rnnlab.config import Config, TrainConfig, load_config
+from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, model_from_checkpoint, save_checkpoint
+from rnnlab.training.metrics import read_metrics
+from rnnlab.training.optim import LrSchedule
+from rnnlab.training.trainer import Observer, Trainer, TrainingDiverged
+
+from .conftest import TINY_MODEL
+
+
+def _config(corpus_dir, *extra: str) -> Config:
+    return load_config(overrides=[f"data.path={corpus_dir}", *TINY_MODEL, *extra])
+
+
+def _train_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r["event"] == "train"]
+
+
+def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
+    result = Trainer(_config(tiny_corpus_dir, "train.epochs=2"), tmp_path / "run").fit()
+    records = read_metrics(result.metrics)
+    train = [r for r in records if r["event"] == "train"]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert train and set(train[0]) == {"event", "epoch", "step", "loss", "ppl", "lr", "grad_norm", "tokens_per_s"}
+    assert set(evals[0]) == {"event", "split", "epoch", "step", "loss", "ppl", "tokens"}
+    assert [r["split"] for r in evals] == ["valid", "valid", "test"]
+    assert [r["epoch"] for r in evals] == [1, 2, 2]
+    assert all(math.isclose(r["ppl"], math.exp(r["loss"])) for r in train + evals)
+    assert result.stopped_by == "epochs" and result.test.ppl == evals[-1]["ppl"]
+    assert (tmp_path / "run" / "config.toml").is_file()
+    assert load_config(config_file=tmp_path / "run" / "config.toml") == _config(tiny_corpus_dir, "train.epochs=2")
+
+
+def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
+    # Dropout on, so the RNG state in the checkpoint matters; stop mid-epoch, so the carried
+    # recurrent state and the window position matter.
+    config = _config(tiny_corpus_dir, "train.epochs=3", "model.dropout=0.3", "train.schedule=plateau")
+    whole = Trainer(config, tmp_path / "whole").fit()
+    windows = Trainer(config, tmp_path / "probe").windows_per_epoch
+    stop_at = windows + windows // 2
+    assert 0 < stop_at % windows, "the stop must fall inside an epoch"
+
+    first = Trainer(config.with_overrides({"train.max_steps": stop_at}), tmp_path / "split").fit()
+    assert first.stopped_by == "max_steps" and first.steps == stop_at
+    resumed = Trainer(config, tmp_path / "split", resume=True).fit()
+
+    assert resumed.steps == whole.steps
+    assert _train_losses(tmp_path / "split") == _train_losses(tmp_path / "whole")
+    a = load_checkpoint(tmp_path / "whole" / LATEST)["model"]
+    b = load_checkpoint(tmp_path / "split" / LATEST)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert resumed.test.ppl == whole.test.ppl
+
+
+def test_resume_refuses_a_changed_model(tiny_corpus_dir, tmp_path):
+    config = _config(tiny_corpus_dir, "train.max_steps=3")
+    Trainer(config, tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match="another config"):
+        Trainer(config.with_overrides({"model.hidden_size": 9, "model.embedding_dim": 9}), tmp_path / "run",
+                resume=True)
+
+
+def test_a_stop_request_saves_latest_and_the_run_resumes(tiny_corpus_dir, tmp_path):
+    class StopAtThree(Observer):
+        def __init__(self):
+            self.trainer = None
+
+        def on_step(self, step, tokens):
+            if step == 3:
+                self.trainer.request_stop()
+
+    stopper = StopAtThree()
+    trainer = Trainer(_config(tiny_corpus_dir, "train.epochs=1"), tmp_path / "run", observers=(stopper,))
+    stopper.trainer = trainer
+    result = trainer.fit()
+    assert result.stopped_by == "interrupted" and result.test is None
+    assert load_checkpoint(tmp_path / "run" / LATEST)["progress"]["step"] == 3
+    resumed = Trainer(_config(tiny_corpus_dir, "train.epochs=1"), tmp_path / "run", resume=True).fit()
+    assert resumed.stopped_by == "epochs" and resumed.steps == trainer.windows_per_epoch
+
+
+def test_divergence_is_reported_and_keeps_earlier_checkpoints(tiny_corpus_dir, tmp_path):
+    run = tmp_path / "run"
+    Trainer(_config(tiny_corpus_dir, "train.epochs=1"), run).fit()
+    best_before = (run / BEST).read_bytes()
+    config = _config(tiny_corpus_dir, "train.epochs=3", "train.lr=1e30", "train.clip_norm=0",
+                     "model.cell=rnn_relu")
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        Trainer(config, tmp_path / "other").fit()
+    assert (run / BEST).read_bytes() == best_before
+
+
+def test_checkpoint_is_plain_data_that_rebuilds_the_model(tiny_corpus_dir, tmp_path):
+    Trainer(_config(tiny_corpus_dir, "train.max_steps=2", "model.tie_weights=true"), tmp_path / "run").fit()
+    payload = torch.load(tmp_path / "run" / BEST, weights_only=True)
+    assert {"format_version", "config", "vocab", "model", "optimizer", "schedule", "progress", "carried_state",
+            "rng"} <= set(payload)
+    model, config, vocab = model_from_checkpoint(payload)
+    assert model.embedding.weight is model.output.weight  # tying survives the round trip
+    assert len(vocab) == model.vocab_size and config.model.tie_weights
+
+
+def test_damaged_or_foreign_checkpoints_are_clear_errors(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="does not load"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="no format_version"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_failed_checkpoint_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"config": {}, "vocab": {}, "model": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"config": {}, "vocab": {}, "model": Unpicklable()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"], "no temporary file may be left behind"
+
+
+def test_zaremba_schedule_halves_after_the_full_lr_epochs():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = LrSchedule(optimizer, TrainConfig(schedule="zaremba", full_lr_epochs=4, lr_decay=0.5))
+    lrs = []
+    for _ in range(7):
+        lrs.append(schedule.lr)
+        optimizer.step()
+        schedule.epoch_end(valid_loss=1.0)
+    assert lrs == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_plateau_schedule_divides_when_validation_does_not_improve():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=20.0)
+    schedule = LrSchedule(optimizer, TrainConfig(schedule="plateau", plateau_factor=4.0))
+    lrs = []
+    for loss in (5.0, 4.0, 4.5, 3.0, 3.0):
+        optimizer.step()
+        schedule.epoch_end(loss)
+        lrs.append(schedule.lr)
+    assert lrs == [20.0, 20.0, 5.0, 5.0, 1.25]
+
+
+def test_tensorboard_logging_writes_event_files(tiny_corpus_dir, tmp_path):
+    Trainer(_config(tiny_corpus_dir, "train.max_steps=3", "train.tensorboard=true"), tmp_path / "run").fit()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_unavailable_cuda_is_a_config_error(tiny_corpus_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error path needs a machine without it")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Trainer(_config(tiny_corpus_dir, "train.device=cuda"), tmp_path / "run")
