@@ -7,7 +7,6 @@ stored on a module.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
