@@ -25,7 +25,7 @@ def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(tiny_corpus_dir, run, "train.epochs=2") == 0
     out = capsys.readouterr().out
-    assert "test perplexity:" in out and str(run / "best.pt") in out and str(run / "metrics.jsonl") in out
+    assert "test perplexity " in out and str(run / "best.pt") in out and str(run / "metrics.jsonl") in out
 
     # eval on the best checkpoint reproduces the validation perplexity recorded during training
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--json"]) == 0
@@ -72,8 +72,11 @@ def test_resume_continues_a_run_from_the_cli(tiny_corpus_dir, tmp_path, capsys):
 def test_presets_lists_one_line_each(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["ptb-large", "ptb-medium", "ptb-small"]
-    assert all("Zaremba" in line for line in lines)
+    names = [line.split()[0] for line in lines]
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert {"ptb-small", "ptb-medium", "ptb-large", "adding-rnn", "adding-lstm", "copy-lstm"} <= set(names)
+    assert all(len(line.split(None, 1)) == 2 for line in lines), "every preset has a description"
+    assert all("Zaremba" in line for line in lines if line.startswith("ptb-"))
 
 
 def _bad_inputs(corpus, tmp):
@@ -126,13 +129,14 @@ def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):
 
 
 def test_every_command_documents_its_options(capsys):
-    for command in ("train", "eval", "generate", "presets"):
+    for command in ("train", "eval", "generate", "presets", "diagnose", "demo"):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in ("--preset", "--config", "--data", "--run-dir", "--resume", "--set", "--quiet", "--checkpoint",
-                   "--split", "--json", "--tokens", "--temperature", "--top-k", "--seed", "--prompt",
+                   "--split", "--json", "--tokens", "--temperature", "--top-k", "--seed", "--prompt", "--out",
+                   "--jacobian-sequences", "--quick",
                    "train.max_steps", "model.cell", "data.level"):
         assert option in text
 
@@ -145,7 +149,7 @@ def test_installed_console_script_trains_and_evaluates(tiny_corpus_dir, tmp_path
     train = subprocess.run([exe, "train", "--data", str(tiny_corpus_dir), "--run-dir", str(run), "--quiet",
                             *_sets(*TINY_MODEL, "train.max_steps=3")], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
-    assert "test perplexity:" in train.stdout
+    assert "test perplexity " in train.stdout
     evaluated = subprocess.run([exe, "eval", "--checkpoint", str(run), "--json"], capture_output=True, text=True,
                                timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr

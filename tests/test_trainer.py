@@ -31,7 +31,7 @@ def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
     assert [r["split"] for r in evals] == ["valid", "valid", "test"]
     assert [r["epoch"] for r in evals] == [1, 2, 2]
     assert all(math.isclose(r["ppl"], math.exp(r["loss"])) for r in train + evals)
-    assert result.stopped_by == "epochs" and result.test.ppl == evals[-1]["ppl"]
+    assert result.stopped_by == "epochs" and result.test["ppl"] == evals[-1]["ppl"]
     assert (tmp_path / "run" / "config.toml").is_file()
     assert load_config(config_file=tmp_path / "run" / "config.toml") == _config(tiny_corpus_dir, "train.epochs=2")
 
@@ -55,7 +55,7 @@ def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
     b = load_checkpoint(tmp_path / "split" / LATEST)["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-    assert resumed.test.ppl == whole.test.ppl
+    assert resumed.test["ppl"] == whole.test["ppl"]
 
 
 def test_resume_refuses_a_changed_model(tiny_corpus_dir, tmp_path):
@@ -115,6 +115,10 @@ def test_damaged_or_foreign_checkpoints_are_clear_errors(tmp_path):
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(CheckpointError, match="no format_version"):
         load_checkpoint(foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format_version": 1, "model": torch.nn.Linear(2, 2)}, pickled)  # a whole module, not plain data
+    with pytest.raises(CheckpointError, match="pickled objects"):
+        load_checkpoint(pickled)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -86,6 +86,12 @@ class ModelConfig:
     forget_bias: float | None = setting(None, "LSTM forget-gate bias (b_ih + b_hh) after init; none "
                                         "keeps the init")
     output: str = setting("softmax", "output layer", choices=("softmax",))
+    recurrent_init: str = setting(
+        "same", "W_hh init: same (as model.init), default (PyTorch's), orthogonal, or identity (IRNN, Le et "
+        "al. 2015); per gate block for lstm/gru", choices=("same", "default", "orthogonal", "identity"))
+    recurrent_scale: float | None = setting(
+        None, "rescale every W_hh (each gate block for lstm/gru) to this largest singular value sigma_max; "
+        "none keeps it", low=0.0, low_open=True)
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
@@ -135,13 +141,40 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = setting(
+        "none", "a synthetic long-range task instead of a corpus: adding (Le et al. 2015), copy (Arjovsky et "
+        "al. 2016) or temporal_order (Pascanu et al. 2013); none trains a language model on data.path",
+        choices=("none", "adding", "copy", "temporal_order"))
+    length: int = setting(100, "sequence length T of the task", low=2)
+    steps_per_epoch: int = setting(100, "fresh training batches per epoch (tasks draw new data every step)", low=1)
+    eval_sequences: int = setting(1000, "sequences in each of the task's fixed valid and test sets", low=1)
+
+    def __post_init__(self) -> None:
+        _validate_section("task", self)
+        if self.name == "temporal_order" and self.length < 10:
+            raise ConfigError(f"task.length must be >= 10 for temporal_order, got {self.length}")
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    every_steps: int = setting(0, "during training, measure gradient flow, W_hh spectra and saturation on a "
+                               "probe batch every N steps and log them (0 = never)", low=0)
+    batch: int = setting(8, "sequences in the probe batch", low=1)
+    length: int = setting(0, "steps in the probe batch (0 = train.bptt for language models, task.length "
+                          "for tasks)", low=0)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "task": TaskConfig,
+                             "diagnostics": DiagnosticsConfig}
 
 # Keys a resumed run may change: limits and logging, nothing that alters the maths of training.
 RESUMABLE_KEYS = frozenset({
     "data.path",  # the corpus may move; the vocabulary check on resume guards its content
     "train.epochs", "train.max_steps", "train.max_minutes", "train.device", "train.log_every",
-    "train.eval_every_steps", "train.tensorboard",
+    "train.eval_every_steps", "train.tensorboard", "diagnostics.every_steps", "diagnostics.batch",
+    "diagnostics.length",
 })
 
 
@@ -150,6 +183,12 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+    @property
+    def is_task(self) -> bool:
+        return self.task.name != "none"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain data (str/int/float/bool/list/None) for checkpoints and JSON."""

@@ -1,3 +1,5 @@
-from rnnlab.models.language_model import RNNLanguageModel, initialize
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.sequence_model import SequenceModel
+from rnnlab.nn.init import initialize
 
-__all__ = ["RNNLanguageModel", "initialize"]
+__all__ = ["RNNLanguageModel", "SequenceModel", "initialize"]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import ModelConfig
+from rnnlab.nn.init import initialize
 from rnnlab.nn.output import OutputLoss, make_output_layer
 from rnnlab.nn.recurrent import State, make_recurrent
 
@@ -59,8 +60,7 @@ class RNNLanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens (T, B) -> features (T, B, H) for the output layer, and the final state."""
-        embedded = self.input_dropout(self.embedding(tokens))  # (T, B, E)
-        hidden, state = self.rnn(embedded, state)  # (T, B, H)
+        hidden, state = self.rnn(self.rnn_inputs(tokens), state)  # (T, B, E) -> (T, B, H)
         return self.output_dropout(hidden), state
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None,
@@ -72,17 +72,15 @@ class RNNLanguageModel(nn.Module):
         scorer = self.output.exact_loss if exact else self.output
         return scorer(flat, targets.reshape(-1)), state
 
+    # Diagnostic hooks, shared with SequenceModel: the recurrent stack's inputs, and the cost at
+    # each step computed from recurrent outputs (eval mode: no dropout).
+    def rnn_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.input_dropout(self.embedding(tokens))
 
-@torch.no_grad()
-def initialize(model: RNNLanguageModel, config: ModelConfig) -> None:
-    """Apply ``model.init`` and ``model.forget_bias``. Uses the global torch RNG: seed first."""
-    if config.init == "uniform":
-        # Zaremba et al. 2014: every parameter, embeddings and biases included, U[-a, a].
-        for param in model.parameters():
-            param.uniform_(-config.init_range, config.init_range)
-    if config.forget_bias is not None:
-        hidden = model.rnn.hidden_size
-        for layer in range(model.rnn.num_layers):
-            # Gate order i, f, g, o: rows [H, 2H) are the forget gate. b_ih + b_hh is what acts.
-            getattr(model.rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden] = config.forget_bias
-            getattr(model.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden] = 0.0
+    def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T, B, H) recurrent outputs -> (T,) cross-entropy at each step, averaged over the batch."""
+        steps, batch = targets.shape
+        flat = self.output_dropout(features).reshape(steps * batch, -1)
+        log_probs = self.output.log_probs(flat)
+        nll = -log_probs.gather(1, targets.reshape(-1, 1)).view(steps, batch)
+        return nll.mean(dim=1)

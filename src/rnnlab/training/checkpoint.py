@@ -5,16 +5,20 @@ atomically and read back with ``torch.load(weights_only=True)``, which unpickles
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rnnlab.config import Config
+from rnnlab.data.synthetic import make_task
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.io import atomic_torch_save
 from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.sequence_model import SequenceModel
 
 FORMAT_VERSION = 1
 BEST = "best.pt"
@@ -37,28 +41,38 @@ def resolve_checkpoint_path(path: str | Path, default_name: str = BEST) -> Path:
 
 def load_checkpoint(path: str | Path, default_name: str = BEST) -> dict[str, Any]:
     path = resolve_checkpoint_path(path, default_name)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} does not load as an rnnlab checkpoint: not a PyTorch checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "Weights only load failed" in text:
+            reason = "it holds pickled objects, not plain data (rnnlab checkpoints are plain data)"
+        else:
+            reason = text.splitlines()[0][:160] if text else type(exc).__name__
         raise CheckpointError(f"{path} does not load as an rnnlab checkpoint: {reason}") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not an rnnlab checkpoint (no format_version)")
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {payload['format_version']}, newer than this rnnlab "
                               f"reads ({FORMAT_VERSION}); upgrade rnnlab")
-    for key in ("config", "vocab", "model"):
+    for key in ("config", "model"):
         if key not in payload:
             raise CheckpointError(f"{path} lacks {key!r}; it is not a complete rnnlab checkpoint")
     return payload
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLanguageModel, Config, Vocabulary]:
-    """Rebuild the model, its config and vocabulary from a loaded checkpoint (on the CPU)."""
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[nn.Module, Config, Vocabulary | None]:
+    """Rebuild the model (on the CPU), its config and, for language models, the vocabulary."""
     try:
         config = Config.from_dict(payload["config"], source="checkpoint config")
-        vocab = Vocabulary.from_dict(payload["vocab"])
-        model = RNNLanguageModel.from_config(config.model, len(vocab))
+        if config.is_task:
+            vocab = None
+            model: nn.Module = SequenceModel.from_config(config.model, make_task(config.task.name, config.task.length))
+        else:
+            vocab = Vocabulary.from_dict(payload["vocab"])
+            model = RNNLanguageModel.from_config(config.model, len(vocab))
         model.load_state_dict(payload["model"])
     except RnnlabError:
         raise

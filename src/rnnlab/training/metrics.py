@@ -30,8 +30,10 @@ class MetricsLog:
         self._file.flush()
         if self._tensorboard is not None:
             group = record["event"] if record["event"] != "eval" else f"eval_{record['split']}"
+            if "layer" in record:
+                group = f"{group}/layer{record['layer']}"
             for key, value in record.items():
-                if key in ("event", "split", "epoch", "step") or not isinstance(value, (int, float)):
+                if key in ("event", "split", "epoch", "step", "layer") or not isinstance(value, (int, float)):
                     continue
                 if isinstance(value, bool) or not math.isfinite(value):
                     continue

@@ -24,16 +24,15 @@ from typing import Any
 import torch
 
 from rnnlab.config import RESUMABLE_KEYS, Config
-from rnnlab.data.batching import batchify, eval_stream, num_windows
-from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.corpus import Corpus
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.io import atomic_write_text
-from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.nn.recurrent import State
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rnnlab.training.loop import EvalResult, evaluate, train_step
+from rnnlab.training.loop import train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
 from rnnlab.training.optim import LrSchedule, make_optimizer
+from rnnlab.training.workloads import Metrics, build_workload
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,8 @@ class RunResult:
     metrics: Path
     stopped_by: str  # "epochs", "max_steps", "max_minutes" or "interrupted"
     steps: int
-    best_valid: EvalResult | None
-    test: EvalResult | None
+    test: Metrics | None  # the best checkpoint on the test split (None when interrupted)
+    summary: str  # one line describing the test result
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,23 +106,19 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.observers = observers
         self.device = resolve_device(config.train.device)
-        self.corpus = corpus if corpus is not None else load_corpus(config.data)
         self.stop_requested = False
 
         train_cfg = config.train
         torch.manual_seed(train_cfg.seed)
-        # Built on the CPU from the seed, then moved: the same seed gives the same weights anywhere.
-        self.model = RNNLanguageModel.from_config(config.model, len(self.corpus.vocab)).to(self.device)
+        # The model is built on the CPU from the seed, then moved: the same seed, the same weights.
+        self.workload = build_workload(config, self.device, corpus)
+        self.model = self.workload.model
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg)
         self.schedule = LrSchedule(self.optimizer, train_cfg)
         self.progress = Progress()
         self.state: State | None = None
-
-        self.train_data = batchify(self.corpus.splits["train"], train_cfg.batch_size).to(self.device)
-        self.windows_per_epoch = num_windows(self.train_data.size(0), train_cfg.bptt)
-        eos = self.corpus.vocab.eos_id
-        self.valid_stream = eval_stream(self.corpus.splits["valid"], train_cfg.eval_batch_size, eos)
-        self.test_stream = eval_stream(self.corpus.splits["test"], train_cfg.eval_batch_size, eos)
+        self.windows_per_epoch = self.workload.windows_per_epoch
+        self._probe = None  # the diagnostics probe batch, drawn on first use
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -188,23 +183,25 @@ class Trainer:
 
     def _train_one_window(self) -> None:
         train_cfg = self.config.train
-        begin = self.progress.window * train_cfg.bptt
-        length = min(train_cfg.bptt, self.train_data.size(0) - 1 - begin)
-        inputs = self.train_data[begin : begin + length]  # (L, B)
-        targets = self.train_data[begin + 1 : begin + 1 + length]  # (L, B), one step ahead
-        result = train_step(self.model, self.optimizer, inputs, targets, self.state,
+        inputs, targets = self.workload.window(self.progress.epoch, self.progress.window)
+        state = self.state if self.workload.carries_state else None
+        result = train_step(self.model, self.optimizer, inputs, targets, state,
                             clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
-        self.state = result.state
+        self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
         self._loss_sum += result.loss
         self._token_sum += result.tokens
         self._last_grad_norm = result.grad_norm
-        self._log_tokens += targets.numel()
+        processed = inputs.shape[0] * inputs.shape[1]  # time steps x sequences
+        self._log_tokens += processed
         if self.progress.step % train_cfg.log_every == 0:
             self._log_train()
+        every = self.config.diagnostics.every_steps
+        if every and self.progress.step % every == 0:
+            self._log_diagnostics()
         for obs in self.observers:
-            obs.on_step(self.progress.step, targets.numel())
+            obs.on_step(self.progress.step, processed)
 
     def _log_train(self) -> None:
         now = time.perf_counter()
@@ -219,8 +216,7 @@ class Trainer:
             "event": "train",
             "epoch": self.progress.epoch,
             "step": self.progress.step,
-            "loss": loss,
-            "ppl": math.exp(min(loss, 700.0)),
+            **self.workload.train_metrics(loss),
             "lr": self.schedule.lr,
             "grad_norm": float(self._last_grad_norm.item()),
             "tokens_per_s": self._log_tokens / max(now - self._log_clock, 1e-9),
@@ -231,40 +227,48 @@ class Trainer:
         self._log_tokens = 0
         self._log_clock = time.perf_counter()
 
+    def _log_diagnostics(self) -> None:
+        from rnnlab.diagnostics import summary_records
+
+        paused = time.perf_counter()
+        if self._probe is None:
+            self._probe = self.workload.probe_batch(self.config.diagnostics.batch, self.config.diagnostics.length)
+        for record in summary_records(self.model, *self._probe):
+            self._emit({"event": "diagnostics", "epoch": self.progress.epoch, "step": self.progress.step, **record})
+        self._log_clock += time.perf_counter() - paused
+
     def _end_epoch(self) -> None:
         valid = self._validate()
-        self.schedule.epoch_end(valid.loss)
+        self.schedule.epoch_end(valid["loss"])
         self.progress.epoch += 1
         self.progress.window = 0
         self.state = None  # each epoch reads the columns from their beginning again
         self._save(self.run_dir / LATEST)
 
-    def _validate(self) -> EvalResult:
+    def _validate(self) -> Metrics:
         paused = time.perf_counter()
-        result = self._evaluate("valid", self.valid_stream)
+        result = self._evaluate("valid")
         self.progress.last_valid_step = self.progress.step
-        if result.loss < self.progress.best_valid_loss:
-            self.progress.best_valid_loss = result.loss
+        if result["loss"] < self.progress.best_valid_loss:
+            self.progress.best_valid_loss = result["loss"]
             self._save(self.run_dir / BEST)
         self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
         return result
 
-    def _evaluate(self, split: str, stream) -> EvalResult:
+    def _evaluate(self, split: str) -> Metrics:
         def on_window(done: int, total: int) -> None:
             for obs in self.observers:
                 obs.on_eval_window(split, done, total)
 
-        result = evaluate(self.model, stream, self.config.train.bptt, on_window)
+        result = self.workload.evaluate(split, on_window)
         # After an epoch's last window the counter already names the next epoch.
         epoch = self.progress.epoch - 1 if self.progress.window == 0 and self.progress.step else self.progress.epoch
-        self._emit({"event": "eval", "split": split, "epoch": epoch, "step": self.progress.step,
-                    "loss": result.loss, "ppl": result.ppl, "tokens": result.tokens})
+        self._emit({"event": "eval", "split": split, "epoch": epoch, "step": self.progress.step, **result})
         return result
 
-    def _test_best(self) -> EvalResult:
-        best = self.run_dir / BEST
-        self.model.load_state_dict(load_checkpoint(best)["model"])
-        return self._evaluate("test", self.test_stream)
+    def _test_best(self) -> Metrics:
+        self.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+        return self._evaluate("test")
 
     def _limit_reached(self, started: float) -> str | None:
         train_cfg = self.config.train
@@ -283,13 +287,10 @@ class Trainer:
         for obs in self.observers:
             obs.on_record(record)
 
-    def _result(self, stopped_by: str, test: EvalResult | None) -> RunResult:
-        best_valid = None
-        if math.isfinite(self.progress.best_valid_loss):
-            loss = self.progress.best_valid_loss
-            best_valid = EvalResult(loss, math.exp(min(loss, 700.0)), self.valid_stream.tokens)
+    def _result(self, stopped_by: str, test: Metrics | None) -> RunResult:
+        summary = f"test {self.workload.summary(test)}" if test is not None else "no test: interrupted"
         return RunResult(self.run_dir, self.run_dir / BEST, self.run_dir / METRICS_FILE, stopped_by,
-                         self.progress.step, best_valid, test)
+                         self.progress.step, test, summary)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -299,7 +300,7 @@ class Trainer:
             state = tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()
         save_checkpoint(path, {
             "config": self.config.to_dict(),
-            "vocab": self.corpus.vocab.to_dict(),
+            **self.workload.checkpoint_extras(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -312,11 +313,8 @@ class Trainer:
         saved_config = Config.from_dict(payload["config"], source="checkpoint config")
         if _without_resumable(saved_config) != _without_resumable(self.config):
             raise CheckpointError(f"{self.run_dir} was trained with another config; a resume may change "
-                                  "only train.epochs, max_steps, max_minutes, device, log_every, "
-                                  "eval_every_steps and tensorboard")
-        if payload["vocab"] != self.corpus.vocab.to_dict():
-            raise CheckpointError(f"the corpus at {self.config.data.path} no longer gives the vocabulary "
-                                  f"{self.run_dir} was trained with")
+                                  f"only {', '.join(sorted(RESUMABLE_KEYS))}")
+        self.workload.check_checkpoint(payload, str(self.run_dir))
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])

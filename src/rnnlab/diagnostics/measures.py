@@ -1,0 +1,267 @@
+"""The measurements: gradient flow through time, step Jacobians, W_hh spectra, saturation, verdict.
+
+Everything runs on a probe batch through the reference path (``rnnlab.nn.cells``) on the model's
+own weights, in eval mode (no dropout), with ``torch.autograd.grad`` so no ``.grad`` is touched:
+measuring during training changes nothing about training.
+
+A model qualifies when it has ``rnn`` (a torch.nn RNN / LSTM / GRU), ``rnn_inputs(inputs)`` and
+``step_costs(features, targets) -> (T,)`` (the batch-averaged cost at each step): both
+``RNNLanguageModel`` and ``SequenceModel`` do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.nn.cells import GATES, Trace, cell_kind, layer_weights, reference_forward, step_function
+
+TANH_SATURATION = 5.0  # |z| above this: tanh'(z) < 2e-4 (the document's threshold)
+GATE_LOW, GATE_HIGH = 0.05, 0.95  # a sigmoid gate below/above these is saturated
+NON_NORMAL_GAP = 0.05  # sigma_max and rho differing by more than 5% of sigma_max: a non-normal W_hh
+VANISHING_RATIO, EXPLODING_RATIO = 1e-2, 1e2  # gradient ratio across the probe window
+HISTOGRAM_BINS = 20
+STATE_NAMES = {"lstm": "(h, c)", "gru": "h", "rnn_tanh": "h", "rnn_relu": "h"}
+
+
+@dataclass
+class Probe:
+    cell: str
+    rnn: nn.Module
+    trace: Trace
+    costs: torch.Tensor  # (T,) cost_t averaged over the batch
+
+    @property
+    def steps(self) -> int:
+        return self.costs.numel()
+
+
+def run_probe(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Probe:
+    """One reference pass from a zero state, keeping every intermediate in the graph."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = model.rnn_inputs(inputs).detach()  # the chain through time starts at the recurrent stack
+            trace = Trace()
+            features, _ = reference_forward(model.rnn, x, None, trace)
+            costs = model.step_costs(features, targets)
+    finally:
+        model.train(was_training)
+    return Probe(cell_kind(model.rnn), model.rnn, trace, costs)
+
+
+# ---------------------------------------------------------------- 1. gradient flow through time
+
+
+def _rms_norms(grads: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[float]:
+    """Per step: ||g_t|| per sequence, root-mean-squared over the batch (independent of B)."""
+    out = []
+    for g, h in zip(grads, like):
+        g = torch.zeros_like(h) if g is None else g
+        out.append(float(g.double().pow(2).sum(-1).mean().sqrt()))
+    return out
+
+
+def _fit(norms_by_distance: list[float]) -> dict[str, float | None]:
+    """log-gain per step (least-squares slope of log-norm on distance) and the end-to-start ratio."""
+    points = [(d, math.log(v)) for d, v in enumerate(norms_by_distance) if v > 0 and math.isfinite(v)]
+    first, last = norms_by_distance[0], norms_by_distance[-1]
+    ratio = last / first if first > 0 else None
+    if len(points) < 2:
+        return {"log_gain_per_step": None, "gain_per_step": None, "ratio": ratio}
+    mean_d = sum(d for d, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    var = sum((d - mean_d) ** 2 for d, _ in points)
+    slope = sum((d - mean_d) * (y - mean_y) for d, y in points) / var
+    return {"log_gain_per_step": slope, "gain_per_step": math.exp(slope), "ratio": ratio}
+
+
+def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
+    """||d cost_n / d h_t|| (the document's quantity) and ||d (sum_k cost_k) / d h_t|| per layer,
+    indexed by distance n - t (0 = the last step); for LSTM also the same for the cell state c_t."""
+    hidden = [h for layer in probe.trace.hidden for h in layer]
+    cells = [c for layer in probe.trace.cell for c in layer]
+    targets = hidden + cells
+    last = torch.autograd.grad(probe.costs[-1], targets, retain_graph=True, allow_unused=True)
+    total = torch.autograd.grad(probe.costs.sum(), targets, retain_graph=True, allow_unused=True)
+    n, layers = probe.steps, len(probe.trace.hidden)
+    results = []
+    for layer in range(layers):
+        span = slice(layer * n, (layer + 1) * n)
+        by_time_last = _rms_norms(list(last[span]), hidden[span])
+        by_time_total = _rms_norms(list(total[span]), hidden[span])
+        entry: dict[str, Any] = {
+            "distance": list(range(n)),
+            "last_step": by_time_last[::-1],
+            "all_steps": by_time_total[::-1],
+            **_fit(by_time_last[::-1]),
+            "all_steps_summary": _fit(by_time_total[::-1]),
+        }
+        if cells:
+            offset = len(hidden)
+            cell_span = slice(offset + layer * n, offset + (layer + 1) * n)
+            entry["cell_last_step"] = _rms_norms(list(last[cell_span]), cells[layer * n : (layer + 1) * n])[::-1]
+            entry["cell_summary"] = _fit(entry["cell_last_step"])
+        results.append(entry)
+    return results
+
+
+# ---------------------------------------------------------------- 2. the Jacobian chain
+
+
+def _activation_derivative(cell: str, z: torch.Tensor) -> torch.Tensor:
+    if cell == "rnn_relu":
+        return (z > 0).to(z.dtype)
+    return 1 - torch.tanh(z).pow(2)
+
+
+def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2**25) -> list[dict[str, Any]]:
+    """Exact ||d state_t / d state_{t-1}||_2 (largest singular value) at every step, for the first
+    ``max_sequences`` sequences, with the layer's input x_t held fixed. The state is h for vanilla
+    cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the
+    document's bound max|f'(z_t)| * sigma_max(W_hh) is given next to it (it does not apply to gates)."""
+    step = step_function(probe.cell)
+    lstm = probe.cell == "lstm"
+    results = []
+    for layer in range(len(probe.trace.hidden)):
+        weights = [None if w is None else w.detach() for w in layer_weights(probe.rnn, layer)]
+        hidden_size = weights[1].size(1)
+        s = min(max_sequences, probe.trace.hidden[layer][0].size(0))
+        h0, c0 = probe.trace.initial[layer]
+        prev_h = [h0] + probe.trace.hidden[layer][:-1]
+        xs = torch.stack([x.detach()[:s] for x in probe.trace.inputs[layer]])  # (T, S, I)
+        if lstm:
+            prev_c = [c0] + probe.trace.cell[layer][:-1]
+            states = torch.stack([torch.cat([h.detach()[:s], c.detach()[:s]], -1) for h, c in zip(prev_h, prev_c)])
+        else:
+            states = torch.stack([h.detach()[:s] for h in prev_h])  # (T, S, D)
+        steps, dim = states.size(0), states.size(-1)
+
+        def advance(state: torch.Tensor, x: torch.Tensor, weights=weights, split=hidden_size) -> torch.Tensor:
+            if lstm:
+                h, c, _ = step(x, state[:split], state[split:], *weights)
+                return torch.cat([h, c])
+            return step(x, state, None, *weights)[0]
+
+        jac = torch.func.vmap(torch.func.jacrev(advance))
+        flat_states, flat_x = states.reshape(steps * s, dim), xs.reshape(steps * s, -1)
+        per_chunk = max(1, chunk_elements // (dim * dim))
+        norms = torch.cat([
+            torch.linalg.matrix_norm(jac(flat_states[i : i + per_chunk], flat_x[i : i + per_chunk]).double(), ord=2)
+            for i in range(0, steps * s, per_chunk)
+        ]).view(steps, s)
+        entry: dict[str, Any] = {"state": STATE_NAMES[probe.cell], "sequences": s,
+                                 "norm": norms.mean(1).tolist(), "norm_max": norms.max(1).values.tolist()}
+        if probe.cell in ("rnn_tanh", "rnn_relu"):
+            sigma = float(torch.linalg.matrix_norm(weights[1].double(), ord=2))
+            z = torch.stack([probe.trace.steps[layer][t]["z"].detach()[:s] for t in range(steps)])  # (T, S, H)
+            bound = _activation_derivative(probe.cell, z).abs().amax(-1).double() * sigma  # (T, S)
+            entry["bound"] = bound.mean(1).tolist()
+            entry["max_norm_over_bound"] = float((norms / bound.clamp_min(1e-300)).max())
+        else:
+            entry["bound"] = None
+        results.append(entry)
+    return results
+
+
+# ---------------------------------------------------------------- 3. W_hh spectra
+
+
+def matrix_spectrum(matrix: torch.Tensor, eigenvalues: bool = False) -> dict[str, Any]:
+    """sigma_max (= ||W||_2), the spectral radius rho = max |eigenvalue| (square matrices only), and
+    whether they differ by more than 5%: equal for normal matrices, sigma_max > rho otherwise."""
+    w = matrix.detach().double()
+    sigma = float(torch.linalg.matrix_norm(w, ord=2))
+    out: dict[str, Any] = {"shape": list(w.shape), "sigma_max": sigma, "spectral_radius": None, "non_normal": None}
+    if w.size(0) == w.size(1):
+        eig = torch.linalg.eigvals(w)
+        rho = float(eig.abs().max())
+        out["spectral_radius"] = rho
+        out["non_normal"] = bool(sigma > 0 and (sigma - rho) / sigma > NON_NORMAL_GAP)
+        if eigenvalues:
+            out["eigenvalues"] = {"real": eig.real.tolist(), "imag": eig.imag.tolist()}
+    return out
+
+
+def recurrent_spectra(rnn: nn.Module, eigenvalues: bool = False) -> list[dict[str, Any]]:
+    """Per layer: the whole W_hh and, for LSTM / GRU, each gate's (H, H) block."""
+    cell = cell_kind(rnn)
+    results = []
+    for layer in range(rnn.num_layers):
+        w_hh = layer_weights(rnn, layer)[1]
+        gates = {}
+        if cell in ("lstm", "gru"):
+            for name, block in zip(GATES[cell], w_hh.chunk(len(GATES[cell]), dim=0)):
+                gates[name] = matrix_spectrum(block, eigenvalues)
+        results.append({"whole": matrix_spectrum(w_hh, eigenvalues), "gates": gates})
+    return results
+
+
+# ---------------------------------------------------------------- 4. saturation
+
+
+def _nonlinearity_inputs(cell: str, records: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The pre-activations that go through tanh (or relu), by name."""
+    names = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("z_g", "c"), "gru": ("z_n",)}[cell]
+    return {name: torch.stack([r[name].detach() for r in records]).double() for name in names}
+
+
+def _histogram(values: torch.Tensor) -> dict[str, list[float]]:
+    counts = torch.histc(values.float(), bins=HISTOGRAM_BINS, min=0.0, max=1.0)
+    edges = torch.linspace(0, 1, HISTOGRAM_BINS + 1)
+    return {"edges": edges.tolist(), "fraction": (counts / max(values.numel(), 1)).tolist()}
+
+
+def saturation(probe: Probe) -> list[dict[str, Any]]:
+    """Per layer: the fraction of tanh inputs with |z| > 5 and a histogram of f'(z) (for relu: the
+    fraction with f'(z) = 0); for gates, the mean and the fraction below 0.05 / above 0.95."""
+    results = []
+    for records in probe.trace.steps:
+        inputs = _nonlinearity_inputs(probe.cell, records)
+        nonlinearities = {}
+        for name, z in inputs.items():
+            derivative = _activation_derivative(probe.cell, z)
+            entry = {"derivative_histogram": _histogram(derivative), "mean_derivative": float(derivative.mean())}
+            if probe.cell == "rnn_relu":
+                entry["zero_derivative_fraction"] = float((z <= 0).double().mean())
+            else:
+                entry["saturated_fraction"] = float((z.abs() > TANH_SATURATION).double().mean())
+            nonlinearities[name] = entry
+        gates = {}
+        for name in {"lstm": ("i", "f", "o"), "gru": ("r", "z")}.get(probe.cell, ()):
+            g = torch.stack([r[name].detach() for r in records]).double()
+            low, high = float((g < GATE_LOW).double().mean()), float((g > GATE_HIGH).double().mean())
+            gates[name] = {"mean": float(g.mean()), "below_0.05": low, "above_0.95": high,
+                           "saturated_fraction": low + high}
+        all_z = torch.cat([z.flatten() for z in inputs.values()])
+        saturated = (all_z <= 0) if probe.cell == "rnn_relu" else (all_z.abs() > TANH_SATURATION)
+        results.append({"threshold": TANH_SATURATION, "saturated_fraction": float(saturated.double().mean()),
+                        "nonlinearities": nonlinearities, "gates": gates})
+    return results
+
+
+# ---------------------------------------------------------------- 5. verdict
+
+
+def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any], steps: int) -> dict[str, Any]:
+    """vanishing / exploding / healthy, from how ||d cost_n / d h_t|| changes across the probe window."""
+    ratio, gain = flow["ratio"], flow["gain_per_step"]
+    sigma = max([spectrum["whole"]["sigma_max"]] + [g["sigma_max"] for g in spectrum["gates"].values()])
+    numbers = {"ratio": ratio, "gain_per_step": gain, "steps": steps, "sigma_max": sigma,
+               "saturated_fraction": sat["saturated_fraction"]}
+    if ratio is None or gain is None:
+        return {"verdict": "undetermined", "reason": "the gradient at the last step is zero", "numbers": numbers}
+    span = f"over {steps - 1} steps (x{gain:.3g} per step)"
+    if ratio < VANISHING_RATIO:
+        kind, reason = "vanishing", f"||dcost_n/dh_t|| falls {1 / ratio:.3g}-fold {span}"
+    elif ratio > EXPLODING_RATIO:
+        kind, reason = "exploding", f"||dcost_n/dh_t|| grows {ratio:.3g}-fold {span}"
+    else:
+        kind, reason = "healthy", f"||dcost_n/dh_t|| changes {ratio:.3g}-fold {span}"
+    reason += f"; sigma_max(W_hh) = {sigma:.3g}, {100 * sat['saturated_fraction']:.1f}% saturated"
+    return {"verdict": kind, "reason": reason, "numbers": numbers}

@@ -1,0 +1,57 @@
+"""The model for synthetic tasks: inputs -> recurrent stack -> linear readout at every step.
+
+It offers the same ``loss(inputs, targets, state) -> (OutputLoss, state)`` as the language model,
+so one trainer and one training step serve both, and the same diagnostic hooks (``rnn``,
+``rnn_inputs``, ``step_costs``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rnnlab.config import ModelConfig
+from rnnlab.data.synthetic import Task
+from rnnlab.nn.init import initialize
+from rnnlab.nn.output import OutputLoss
+from rnnlab.nn.recurrent import State, make_recurrent
+
+
+class SequenceModel(nn.Module):
+    def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
+                 embedding_dim: int = 32) -> None:
+        super().__init__()
+        self.task = task
+        # Token inputs (copy, temporal order) go through an embedding; real-valued ones (adding) do not.
+        self.embedding = nn.Embedding(task.input_vocab, embedding_dim) if task.input_vocab else None
+        input_size = embedding_dim if task.input_vocab else task.input_dim
+        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers)
+        self.readout = nn.Linear(hidden_size, task.output_dim)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, task: Task) -> SequenceModel:
+        model = cls(task, cell=config.cell, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                    embedding_dim=config.embedding_dim)
+        initialize(model, config)
+        return model
+
+    def rnn_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(T, B) ids or (T, B, D) features -> (T, B, I) inputs of the recurrent stack."""
+        return self.embedding(inputs) if self.embedding is not None else inputs
+
+    def forward(self, inputs: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """-> features (T, B, H) and the final state."""
+        return self.rnn(self.rnn_inputs(inputs), state)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None = None,
+             *, exact: bool = False) -> tuple[OutputLoss, State]:
+        features, state = self(inputs, state)
+        return self.task.loss(self.readout(features), targets), state
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(T, B, O) readouts at every step."""
+        return self.readout(self(inputs)[0])
+
+    def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-step costs (T,) from the recurrent outputs: what gradient-flow diagnostics differentiate."""
+        return self.task.step_costs(self.readout(features), targets)

@@ -1,0 +1,195 @@
+"""Reference recurrent cells, one time step at a time, written from their equations.
+
+They use ``torch.nn.RNN / LSTM / GRU``'s parameter names, shapes and gate order, so the reference
+path runs on the very weights of a model's fused layer: ``reference_forward(model.rnn, x)`` equals
+``model.rnn(x)`` (tested), but every h_t, c_t, gate and pre-activation is a tensor in the graph that
+diagnostics can read and differentiate. It is slow (a Python loop over time); training uses the
+fused layers.
+
+Equations (W_ih is (G*H, I), W_hh is (G*H, H), gate blocks stacked in this order):
+
+- rnn_tanh / rnn_relu: h_t = f(z_t), z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+- lstm (i, f, g, o): i, f, o = sigmoid(.), g = tanh(.), c_t = f * c_{t-1} + i * g,
+  h_t = o * tanh(c_t)
+- gru (r, z, n): r, z = sigmoid(.), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
+  h_t = (1 - z) * n + z * h_{t-1}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from rnnlab.nn.recurrent import State
+
+GATES = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+
+
+def cell_kind(rnn: nn.Module) -> str:
+    """``rnn_tanh``, ``rnn_relu``, ``lstm`` or ``gru`` for a torch.nn recurrent layer or a ReferenceRNN."""
+    if isinstance(rnn, ReferenceRNN):
+        return rnn.cell
+    if isinstance(rnn, nn.LSTM):
+        return "lstm"
+    if isinstance(rnn, nn.GRU):
+        return "gru"
+    if isinstance(rnn, nn.RNN):
+        return f"rnn_{rnn.nonlinearity}"
+    raise TypeError(f"not a recurrent layer: {type(rnn).__name__}")
+
+
+# ---------------------------------------------------------------- one step of each cell
+# Each returns (h_t, c_t or None, trace) where trace holds the step's intermediates by name.
+
+
+def rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity: str = "tanh"):
+    z = x @ w_ih.t() + h @ w_hh.t()
+    if b_ih is not None:
+        z = z + b_ih + b_hh
+    h_new = torch.tanh(z) if nonlinearity == "tanh" else torch.relu(z)
+    return h_new, None, {"z": z}
+
+
+def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    gates = x @ w_ih.t() + h @ w_hh.t()
+    if b_ih is not None:
+        gates = gates + b_ih + b_hh
+    zi, zf, zg, zo = gates.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(zi), torch.sigmoid(zf), torch.tanh(zg), torch.sigmoid(zo)
+    c_new = f * c + i * g
+    h_new = o * torch.tanh(c_new)
+    return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "z_g": zg, "c": c_new}
+
+
+def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+    gi = x @ w_ih.t()
+    gh = h @ w_hh.t()
+    if b_ih is not None:
+        gi, gh = gi + b_ih, gh + b_hh
+    ir, iz, i_n = gi.chunk(3, dim=-1)
+    hr, hz, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(ir + hr)
+    z = torch.sigmoid(iz + hz)
+    zn = i_n + r * h_n
+    n = torch.tanh(zn)
+    h_new = (1 - z) * n + z * h
+    return h_new, None, {"r": r, "z": z, "n": n, "z_n": zn}
+
+
+def step_function(cell: str) -> Callable:
+    """The step of ``cell`` as f(x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h, c or None, trace)."""
+    if cell in ("rnn_tanh", "rnn_relu"):
+        nonlinearity = cell[len("rnn_"):]
+        return lambda x, h, c, *w: rnn_step(x, h, *w, nonlinearity=nonlinearity)
+    if cell == "lstm":
+        return lstm_step
+    if cell == "gru":
+        return lambda x, h, c, *w: gru_step(x, h, *w)
+    raise ValueError(f"unknown cell {cell!r}")
+
+
+# ---------------------------------------------------------------- the reference stack
+
+
+@dataclass
+class Trace:
+    """What a reference pass saw, per layer and step (tensors stay in the autograd graph).
+
+    ``inputs[l][t]`` is layer l's input at step t, ``hidden[l][t]`` its h_t, ``cell[l][t]`` its c_t
+    (LSTM), ``steps[l][t]`` the intermediates of that step (gates, pre-activations).
+    """
+
+    inputs: list[list[torch.Tensor]] = field(default_factory=list)
+    hidden: list[list[torch.Tensor]] = field(default_factory=list)
+    cell: list[list[torch.Tensor]] = field(default_factory=list)
+    initial: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    steps: list[list[dict[str, torch.Tensor]]] = field(default_factory=list)
+
+
+def layer_weights(rnn: nn.Module, layer: int) -> tuple[torch.Tensor, ...]:
+    """(w_ih, w_hh, b_ih, b_hh) of one layer, by torch.nn's names (biases None when absent)."""
+    get = lambda name: getattr(rnn, f"{name}_l{layer}", None)  # noqa: E731
+    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+
+def reference_forward(
+    rnn: nn.Module,
+    input: torch.Tensor,
+    hx: State | None = None,
+    trace: Trace | None = None,
+) -> tuple[torch.Tensor, State]:
+    """Run ``rnn`` (torch.nn.RNN / LSTM / GRU or ReferenceRNN) step by step on input (T, B, I).
+
+    Same results as the fused layer in eval mode (dropout between layers is not applied: the
+    reference path exists for measurement). Fills ``trace`` when one is given.
+    """
+    cell = cell_kind(rnn)
+    step = step_function(cell)
+    steps, batch = input.shape[0], input.shape[1]
+    layers, hidden_size = rnn.num_layers, rnn.hidden_size
+    if getattr(rnn, "batch_first", False) or getattr(rnn, "bidirectional", False) or getattr(rnn, "proj_size", 0):
+        raise ValueError("the reference path covers time-major, unidirectional layers without projections")
+    zeros = input.new_zeros(layers, batch, hidden_size)
+    if cell == "lstm":
+        h0, c0 = hx if hx is not None else (zeros, zeros)
+    else:
+        h0, c0 = (hx if hx is not None else zeros), None
+    layer_input = list(input.unbind(0))
+    final_h, final_c = [], []
+    for layer in range(layers):
+        weights = layer_weights(rnn, layer)
+        h, c = h0[layer], (c0[layer] if c0 is not None else None)
+        if trace is not None:
+            trace.inputs.append(layer_input)
+            trace.initial.append((h, c))
+            trace.hidden.append([])
+            trace.cell.append([])
+            trace.steps.append([])
+        outputs = []
+        for t in range(steps):
+            h, c, record = step(layer_input[t], h, c, *weights)
+            outputs.append(h)
+            if trace is not None:
+                trace.hidden[layer].append(h)
+                if c is not None:
+                    trace.cell[layer].append(c)
+                trace.steps[layer].append(record)
+        final_h.append(h)
+        final_c.append(c)
+        layer_input = outputs
+    output = torch.stack(layer_input)  # (T, B, H)
+    h_n = torch.stack(final_h)  # (layers, B, H)
+    state: State = (h_n, torch.stack(final_c)) if cell == "lstm" else h_n
+    return output, state
+
+
+class ReferenceRNN(nn.Module):
+    """A stand-alone recurrent stack on the reference path, with torch.nn's parameter names and
+    layout: ``ReferenceRNN("lstm", ...).load_state_dict(nn.LSTM(...).state_dict())`` works."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"unknown cell {cell!r} (cells: {', '.join(GATES)})")
+        self.cell, self.input_size, self.hidden_size, self.num_layers = cell, input_size, hidden_size, num_layers
+        gate_rows = {"lstm": 4, "gru": 3}.get(cell, 1) * hidden_size
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(gate_rows, layer_in)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(gate_rows, hidden_size)))
+            if bias:
+                self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(gate_rows)))
+                self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(gate_rows)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1 / math.sqrt(self.hidden_size)  # torch.nn's default
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+
+    def forward(self, input: torch.Tensor, hx: State | None = None, trace: Trace | None = None):
+        return reference_forward(self, input, hx, trace)

@@ -1,0 +1,162 @@
+"""What the trainer trains: a model, the data of each training window, and how to evaluate.
+
+The trainer owns the loop (steps, clipping, schedules, checkpoints, metrics); a workload owns
+everything that depends on the kind of problem:
+
+- ``LanguageModelling``: a corpus, truncated-BPTT windows with the state carried between them,
+  exact perplexity over whole splits.
+- ``SyntheticTask``: adding / copy / temporal order; a fresh seeded batch every step (full BPTT
+  over each sequence, no carried state), fixed seeded valid and test sets, the task's metric next
+  to its "not learned" baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.config import Config
+from rnnlab.data.batching import batchify, eval_stream, num_windows
+from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.synthetic import Task, make_task, seeded_generator
+from rnnlab.errors import CheckpointError
+from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.sequence_model import SequenceModel
+from rnnlab.training.loop import evaluate
+
+Metrics = dict[str, Any]
+EvalProgress = Callable[[int, int], None]
+
+
+class Workload:
+    model: nn.Module
+    windows_per_epoch: int
+    carries_state: bool  # True: the recurrent state flows from one window into the next
+
+    def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of training window ``index`` of ``epoch``, on the model's device."""
+        raise NotImplementedError
+
+    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
+        """Metrics on ``valid`` or ``test``; always a ``loss`` (lower is better)."""
+        raise NotImplementedError
+
+    def train_metrics(self, loss: float) -> Metrics:
+        return {"loss": loss}
+
+    def summary(self, metrics: Metrics) -> str:
+        raise NotImplementedError
+
+    def probe_batch(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed held-out batch for diagnostics (``length`` 0 = the natural length)."""
+        raise NotImplementedError
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {}
+
+    def check_checkpoint(self, payload: dict[str, Any], where: str) -> None:
+        """Refuse to resume when the data no longer matches the checkpoint."""
+
+
+class LanguageModelling(Workload):
+    carries_state = True
+
+    def __init__(self, config: Config, device: torch.device, corpus: Corpus | None = None) -> None:
+        self.config = config
+        self.corpus = corpus if corpus is not None else load_corpus(config.data)
+        self.device = device
+        self.model = RNNLanguageModel.from_config(config.model, len(self.corpus.vocab)).to(device)
+        train = config.train
+        self.train_data = batchify(self.corpus.splits["train"], train.batch_size).to(device)
+        self.windows_per_epoch = num_windows(self.train_data.size(0), train.bptt)
+        eos = self.corpus.vocab.eos_id
+        self.streams = {split: eval_stream(self.corpus.splits[split], train.eval_batch_size, eos)
+                        for split in ("valid", "test")}
+
+    def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        bptt = self.config.train.bptt
+        begin = index * bptt
+        length = min(bptt, self.train_data.size(0) - 1 - begin)
+        inputs = self.train_data[begin : begin + length]  # (L, B)
+        targets = self.train_data[begin + 1 : begin + 1 + length]  # (L, B), one step ahead
+        return inputs, targets
+
+    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
+        result = evaluate(self.model, self.streams[split], self.config.train.bptt, on_window)
+        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens}
+
+    def train_metrics(self, loss: float) -> Metrics:
+        return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+    def summary(self, metrics: Metrics) -> str:
+        return f"perplexity {metrics['ppl']:.2f} (loss {metrics['loss']:.4f}, {metrics['tokens']} tokens)"
+
+    def probe_batch(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = batchify(self.corpus.splits["valid"], batch)  # (R, batch)
+        length = min(length or self.config.train.bptt, columns.size(0) - 1)
+        return columns[:length].to(self.device), columns[1 : length + 1].to(self.device)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"vocab": self.corpus.vocab.to_dict()}
+
+    def check_checkpoint(self, payload: dict[str, Any], where: str) -> None:
+        if payload.get("vocab") != self.corpus.vocab.to_dict():
+            raise CheckpointError(f"the corpus at {self.config.data.path} no longer gives the vocabulary {where} "
+                                  "was trained with")
+
+
+class SyntheticTask(Workload):
+    carries_state = False
+    EVAL_CHUNK = 500  # sequences per forward pass in evaluation
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.task: Task = make_task(config.task.name, config.task.length)
+        self.model = SequenceModel.from_config(config.model, self.task).to(device)
+        self.windows_per_epoch = config.task.steps_per_epoch
+        seed, n = config.train.seed, config.task.eval_sequences
+        # Distinct seed streams: training batches (0, ...), valid (1), test (2), probe (3).
+        self.sets = {"valid": self.task.sample(n, seeded_generator(seed, 1)),
+                     "test": self.task.sample(n, seeded_generator(seed, 2))}
+
+    def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = seeded_generator(self.config.train.seed, 0, epoch, index)
+        inputs, targets = self.task.sample(self.config.train.batch_size, generator)
+        return inputs.to(self.device), targets.to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
+        inputs, targets = self.sets[split]
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        total = -(-inputs.size(1) // self.EVAL_CHUNK)
+        try:
+            for index, begin in enumerate(range(0, inputs.size(1), self.EVAL_CHUNK)):
+                chunk = inputs[:, begin : begin + self.EVAL_CHUNK].to(self.device)
+                chunks.append(self.model.predict(chunk).float().cpu())  # (T, b, O)
+                if on_window is not None:
+                    on_window(index + 1, total)
+        finally:
+            self.model.train(was_training)
+        return {**self.task.evaluate(torch.cat(chunks, dim=1), targets), "sequences": inputs.size(1)}
+
+    def summary(self, metrics: Metrics) -> str:
+        metric = self.task.metric
+        return f"{metric} {metrics[metric]:.4f} (not learned: {metrics['baseline_' + metric]:.4f})"
+
+    def probe_batch(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        task = make_task(self.task.name, length or self.task.length)
+        inputs, targets = task.sample(batch, seeded_generator(self.config.train.seed, 3))
+        return inputs.to(self.device), targets.to(self.device)
+
+
+def build_workload(config: Config, device: torch.device, corpus: Corpus | None = None) -> Workload:
+    if config.is_task:
+        return SyntheticTask(config, device)
+    return LanguageModelling(config, device, corpus)

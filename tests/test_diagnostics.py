@@ -1,0 +1,118 @@
+import json
+from importlib import resources
+
+import jsonschema
+import pytest
+import torch
+from torch.testing import assert_close
+
+from rnnlab.config import ModelConfig
+from rnnlab.diagnostics import diagnose, gradient_flow, jacobian_norms, matrix_spectrum, run_probe, summary_records
+from rnnlab.models import RNNLanguageModel
+
+SCHEMA = json.loads(resources.files("rnnlab.diagnostics").joinpath("schema.json").read_text())
+
+
+def _linear_regime_rnn(c: float, hidden: int = 16, vocab: int = 7) -> RNNLanguageModel:
+    """A tanh RNN with W_hh = c * Q (Q orthogonal), zero biases and tiny inputs: tanh' ~ 1 everywhere."""
+    model = RNNLanguageModel(vocab, cell="rnn_tanh", embedding_dim=hidden, hidden_size=hidden, num_layers=1)
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(hidden, hidden, dtype=torch.float64))
+        model.rnn.weight_hh_l0.copy_(c * q)
+        model.rnn.bias_ih_l0.zero_()
+        model.rnn.bias_hh_l0.zero_()
+        model.embedding.weight.mul_(1e-8)
+    return model
+
+
+@pytest.mark.parametrize("c", [0.5, 1.2])
+def test_linear_regime_gradient_flow_is_c_to_the_distance(c):
+    n = 50
+    model = _linear_regime_rnn(c)
+    tokens, targets = torch.randint(7, (n, 3)), torch.randint(7, (n, 3))
+    flow = gradient_flow(run_probe(model, tokens, targets))[0]
+    measured = torch.tensor(flow["last_step"], dtype=torch.float64)
+    expected = measured[0] * c ** torch.arange(n, dtype=torch.float64)
+    assert_close(measured, expected, rtol=0.05, atol=0.0)
+    assert flow["gain_per_step"] == pytest.approx(c, rel=0.01)
+
+
+def test_spectrum_matches_torch_linalg_and_flags_non_normal_matrices():
+    w = torch.randn(12, 12)
+    spectrum = matrix_spectrum(w, eigenvalues=True)
+    assert spectrum["sigma_max"] == pytest.approx(float(torch.linalg.matrix_norm(w.double(), 2)), rel=1e-9)
+    assert spectrum["spectral_radius"] == pytest.approx(float(torch.linalg.eigvals(w.double()).abs().max()), rel=1e-9)
+    assert len(spectrum["eigenvalues"]["real"]) == 12
+
+    symmetric = w + w.t()
+    assert matrix_spectrum(symmetric)["non_normal"] is False
+    shear = torch.tensor([[0.9, 2.0], [0.0, 0.9]])  # eigenvalues 0.9, but ||W||_2 ~ 2.4
+    flagged = matrix_spectrum(shear)
+    assert flagged["non_normal"] is True and flagged["spectral_radius"] == pytest.approx(0.9)
+    assert matrix_spectrum(torch.randn(8, 4))["spectral_radius"] is None  # not square: no eigenvalues
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_exact_jacobian_norm_never_exceeds_the_bound(cell, scale):
+    model = RNNLanguageModel.from_config(
+        ModelConfig(cell=cell, num_layers=2, hidden_size=10, embedding_dim=6, recurrent_scale=scale), 9)
+    tokens, targets = torch.randint(9, (15, 4)), torch.randint(9, (15, 4))
+    for layer in jacobian_norms(run_probe(model, tokens, targets), max_sequences=4):
+        assert layer["max_norm_over_bound"] <= 1 + 1e-9
+        assert all(0 <= n <= b * (1 + 1e-9) for n, b in zip(layer["norm"], layer["bound"]))
+
+
+def test_vanilla_jacobian_is_diag_fprime_times_w_hh():
+    model = RNNLanguageModel.from_config(ModelConfig(cell="rnn_tanh", num_layers=1, hidden_size=8, embedding_dim=5), 9)
+    tokens, targets = torch.randint(9, (6, 1)), torch.randint(9, (6, 1))
+    probe = run_probe(model, tokens, targets)
+    measured = jacobian_norms(probe, max_sequences=1)[0]["norm"]
+    w_hh = model.rnn.weight_hh_l0.detach().double()
+    for t, norm in enumerate(measured):
+        z = probe.trace.steps[0][t]["z"].detach()[0].double()
+        exact = torch.linalg.matrix_norm((1 - torch.tanh(z) ** 2)[:, None] * w_hh, 2)
+        assert norm == pytest.approx(float(exact), rel=1e-5)
+
+
+def test_lstm_jacobian_is_over_h_and_c():
+    model = RNNLanguageModel.from_config(ModelConfig(cell="lstm", num_layers=1, hidden_size=6, embedding_dim=4), 9)
+    layer = jacobian_norms(run_probe(model, torch.randint(9, (5, 2)), torch.randint(9, (5, 2))))[0]
+    assert layer["state"] == "(h, c)" and layer["bound"] is None and len(layer["norm"]) == 5
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_diagnosis_validates_against_the_schema(cell):
+    model = RNNLanguageModel.from_config(ModelConfig(cell=cell, num_layers=2, hidden_size=6, embedding_dim=4), 9)
+    diagnosis = diagnose(model, torch.randint(9, (7, 3)), torch.randint(9, (7, 3)))
+    jsonschema.validate(json.loads(json.dumps(diagnosis)), SCHEMA)
+    assert [layer["layer"] for layer in diagnosis["layers"]] == [0, 1]
+    if cell == "lstm":
+        gates = diagnosis["layers"][0]["saturation"]["gates"]
+        assert set(gates) == {"i", "f", "o"} and 0 < gates["f"]["mean"] < 1
+        assert set(diagnosis["layers"][0]["spectrum"]["gates"]) == {"i", "f", "g", "o"}
+
+
+def test_tanh_saturation_counts_large_preactivations():
+    model = _linear_regime_rnn(1.0)
+    with torch.no_grad():
+        model.rnn.bias_ih_l0.fill_(10.0)  # z = 10 + (|W_hh h| <= 1) + tiny input: every |z| > 5
+    diagnosis = diagnose(model, torch.randint(7, (5, 2)), torch.randint(7, (5, 2)))
+    sat = diagnosis["layers"][0]["saturation"]
+    assert sat["saturated_fraction"] > 0.9
+    assert sat["nonlinearities"]["z"]["derivative_histogram"]["fraction"][0] > 0.9  # f'(z) in the lowest bin
+
+
+def test_measuring_does_not_touch_gradients_or_mode():
+    model = RNNLanguageModel.from_config(ModelConfig(cell="gru", num_layers=1, hidden_size=6, embedding_dim=4), 9)
+    model.train()
+    summary_records(model, torch.randint(9, (5, 2)), torch.randint(9, (5, 2)))
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_verdicts_tell_vanishing_from_exploding():
+    vanishing = diagnose(_linear_regime_rnn(0.5), torch.randint(7, (30, 2)), torch.randint(7, (30, 2)))
+    exploding = diagnose(_linear_regime_rnn(1.5), torch.randint(7, (30, 2)), torch.randint(7, (30, 2)))
+    assert vanishing["layers"][0]["verdict"]["verdict"] == "vanishing"
+    assert exploding["layers"][0]["verdict"]["verdict"] == "exploding"
