@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import trainer_tokens_per_s
 from rnnlab.config import load_config
 from rnnlab.data import batchify, load_corpus
 from rnnlab.data.corpus import Corpus
-from rnnlab.training.trainer import Observer, Trainer
 
 
 class BaselineModel(nn.Module):
@@ -76,23 +74,6 @@ def baseline_tokens_per_s(config, columns: torch.Tensor, vocab: int, steps: int)
     return steps * t.bptt * t.batch_size / (time.perf_counter() - started)
 
 
-class _StepClock(Observer):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step(self, step: int, tokens: int) -> None:
-        self.times.append(time.perf_counter())
-
-
-def rnnlab_tokens_per_s(config, corpus: Corpus, steps: int) -> float:
-    clock = _StepClock()
-    with tempfile.TemporaryDirectory() as run_dir:
-        config = config.with_overrides({"train.max_steps": steps + 1})
-        Trainer(config, Path(run_dir) / "run", corpus=corpus, observers=(clock,)).fit()
-    # Step 1 is warm-up: time from the end of step 1 to the end of step steps + 1.
-    return steps * config.train.bptt * config.train.batch_size / (clock.times[-1] - clock.times[0])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["ptb-small", "ptb-medium"])
@@ -113,7 +94,7 @@ def main() -> None:
         ours, theirs = [], []
         for _ in range(args.rounds):
             theirs.append(baseline_tokens_per_s(config, columns, len(full.vocab), steps))
-            ours.append(rnnlab_tokens_per_s(config, corpus, steps))
+            ours.append(trainer_tokens_per_s(config, corpus, steps)[0])
         base, mine = statistics.median(theirs), statistics.median(ours)
         print(f"{shape:<11} {config.model.num_layers}x{config.model.hidden_size} bptt {config.train.bptt} "
               f"dropout {config.model.dropout}: baseline {base:8.0f}  rnnlab {mine:8.0f}  "

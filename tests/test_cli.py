@@ -69,6 +69,17 @@ def test_resume_continues_a_run_from_the_cli(tiny_corpus_dir, tmp_path, capsys):
     assert "stopped by epochs" in capsys.readouterr().out
 
 
+def test_plot_compares_runs(tiny_corpus_dir, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert _train(tiny_corpus_dir, tmp_path / name, "train.max_steps=4") == 0
+    out = tmp_path / "cmp.png"
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert "no metrics.jsonl" in capsys.readouterr().err
+
+
 def test_presets_lists_one_line_each(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -129,7 +140,7 @@ def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):
 
 
 def test_every_command_documents_its_options(capsys):
-    for command in ("train", "eval", "generate", "presets", "diagnose", "demo"):
+    for command in ("train", "eval", "generate", "presets", "diagnose", "demo", "plot"):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the final table and the report path")
     demo.set_defaults(handler=cmd_demo)
 
+    plot = commands.add_parser("plot", help="compare runs: training loss, gradient norm, validation loss")
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each with metrics.jsonl)")
+    plot.add_argument("--out", required=True, metavar="FILE", help="the figure to write (.png, .pdf, .svg)")
+    plot.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per run (default: folder names)")
+    plot.set_defaults(handler=cmd_plot)
+
     presets = commands.add_parser("presets", help="list the shipped presets, one line each")
     presets.set_defaults(handler=cmd_presets)
     return parser
@@ -310,6 +316,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(out, settings, say=say, observers=(progress,))
     print(format_table(result))
     print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rnnlab.plots import plot_runs
+
+    if args.labels and len(args.labels) != len(args.runs):
+        raise ConfigError(f"--labels gives {len(args.labels)} labels for {len(args.runs)} runs")
+    print(plot_runs(args.runs, args.out, args.labels))
     return 0
 
 

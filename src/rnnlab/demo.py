@@ -29,7 +29,7 @@ from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
 from rnnlab.diagnostics import diagnose
-from rnnlab.diagnostics.report import write_report
+from rnnlab.diagnostics.report import pyplot, write_report
 from rnnlab.generation import generate
 from rnnlab.io import atomic_write_text
 from rnnlab.models.sequence_model import SequenceModel
@@ -153,17 +153,8 @@ def _train_language_model(run_dir: Path, settings: DemoSettings, observers: tupl
             "train_step": [r["step"] for r in train], "train_ppl": [r["ppl"] for r in train], "sample": sample}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_gradients(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for row in result["gradient"]:
         norms = [v if v > 0 else float("nan") for v in row["last_step"]]
@@ -179,7 +170,7 @@ def _plot_gradients(result: dict[str, Any], path: Path) -> None:
 
 
 def _plot_language_model(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     lm = result["language_model"]
     fig, ax = plt.subplots(figsize=(7.5, 4))
     if lm["train_step"]:

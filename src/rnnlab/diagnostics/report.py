@@ -56,10 +56,11 @@ def write_report(diagnosis: dict[str, Any], out_dir: str | Path, title: str = "r
 # ---------------------------------------------------------------- plots
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: plots are written to files, no display is needed."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display needed
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -68,11 +69,11 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for entry in diagnosis["layers"]:
         flow = entry["gradient_flow"]
@@ -91,7 +92,7 @@ def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
 
 
 def plot_jacobian(diagnosis: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for entry in diagnosis["layers"]:
         jac = entry["jacobian"]
@@ -110,7 +111,7 @@ def plot_jacobian(diagnosis: dict[str, Any], path: Path) -> None:
 
 
 def plot_spectrum(diagnosis: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     layers = diagnosis["layers"]
     fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 4.2), squeeze=False)
     angles = [2 * math.pi * k / 200 for k in range(201)]
@@ -136,7 +137,7 @@ def plot_spectrum(diagnosis: dict[str, Any], path: Path) -> None:
 
 
 def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     layers = diagnosis["layers"]
     gated = any(entry["saturation"]["gates"] for entry in layers)
     fig, axes = plt.subplots(len(layers), 2 if gated else 1, figsize=(9 if gated else 6, 2.6 * len(layers)),
