@@ -27,12 +27,12 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
     labels = labels or [Path(r).name for r in run_dirs]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))
     for ax, (event, key, title) in zip(axes, PANELS):
-        for records, label in zip(runs, labels):
+        for index, (records, label) in enumerate(zip(runs, labels)):
             points = [(r["step"], r[key]) for r in records
                       if r["event"] == event and key in r and (event != "eval" or r.get("split") == "valid")]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, "o-" if event == "eval" else "-", ms=3, label=label)
+                ax.plot(steps, values, "o-" if event == "eval" else "-", ms=3, label=label, color=f"C{index}")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(title)

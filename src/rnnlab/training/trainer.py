@@ -208,10 +208,12 @@ class Trainer:
         tokens = int(self._token_sum.item())
         loss = self._loss_sum.item() / max(tokens, 1)
         if not math.isfinite(loss):
+            saved = [name for name in (BEST, LATEST) if (self.run_dir / name).is_file()]
+            kept = f"{' and '.join(saved)} in {self.run_dir} hold the last good state" if saved else \
+                "no checkpoint had been written yet"
             raise TrainingDiverged(
                 f"training diverged: loss is {loss} at step {self.progress.step} (epoch {self.progress.epoch}); "
-                f"best.pt and latest.pt in {self.run_dir} hold the last good state. Lower train.lr or set "
-                "train.clip_norm")
+                f"{kept}. Lower train.lr or set train.clip_norm")
         record = {
             "event": "train",
             "epoch": self.progress.epoch,
