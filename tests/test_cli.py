@@ -80,6 +80,22 @@ def test_plot_compares_runs(tiny_corpus_dir, tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "temporal-order-lstm", "--run-dir", str(run),
+                 *_sets("task.length=10", "task.steps_per_epoch=3", "task.eval_sequences=20", "model.hidden_size=8",
+                        "train.epochs=2", "train.log_every=1")]) == 0
+    captured = capsys.readouterr()
+    assert "valid cross_entropy" in captured.err and "accuracy" in captured.err
+    assert "not learned: 0.2500" in captured.err
+    assert "test accuracy" in captured.out
+    assert main(["eval", "--checkpoint", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "temporal_order" and report["baseline_accuracy"] == 0.25
+    assert main(["generate", "--checkpoint", str(run)]) == 1
+    assert "language-model checkpoint" in capsys.readouterr().err
+
+
 def test_presets_lists_one_line_each(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -95,6 +111,10 @@ def _bad_inputs(corpus, tmp):
     garbage.write_bytes(b"\x00not a checkpoint")
     occupied = tmp / "occupied"
     occupied.mkdir()
+    empty = tmp / "empty"
+    empty.mkdir()
+    for split in ("train", "valid", "test"):
+        (empty / f"{split}.txt").write_text("a b c d e f g h\n" * 50 if split == "train" else "")
     (occupied / "metrics.jsonl").write_text("{}\n")
     return {
         "unknown preset": ["train", "--preset", "ptb-huge"],
@@ -109,13 +129,22 @@ def _bad_inputs(corpus, tmp):
         "bad temperature": ["generate", "--checkpoint", str(garbage), "--temperature", "0"],
         "bad token count": ["generate", "--checkpoint", str(garbage), "--tokens", "many"],
         "no command": [],
+        "batch larger than the data": ["train", "--data", str(corpus), "--run-dir", str(tmp / "r1"),
+                                       "--set", "train.batch_size=100000"],
+        "empty split": ["train", "--data", str(empty), "--run-dir", str(tmp / "r2")],
+        "bad device": ["eval", "--checkpoint", str(garbage), "--device", "gpu0"],
+        "task length too short": ["diagnose", "--preset", "temporal-order-rnn", "--length", "4", "--out",
+                                  str(tmp / "d")],
+        "data for a task": ["train", "--preset", "adding-rnn", "--data", str(corpus)],
+        "vocabulary of one": ["train", "--data", str(corpus), "--set", "data.max_size=1"],
     }
 
 
 @pytest.mark.parametrize("case", [
     "unknown preset", "unknown key", "out of range", "missing data", "missing config", "occupied run dir",
     "resume without a run", "missing checkpoint", "garbage checkpoint", "bad temperature", "bad token count",
-    "no command"])
+    "no command", "batch larger than the data", "empty split", "bad device", "task length too short",
+    "data for a task", "vocabulary of one"])
 def test_bad_input_is_one_line_and_a_non_zero_exit(case, tiny_corpus_dir, tmp_path, capsys):
     argv = _bad_inputs(tiny_corpus_dir, tmp_path)[case]
     try:
@@ -139,17 +168,27 @@ def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):
     assert "cannot change model.hidden_size" in capsys.readouterr().err
 
 
-def test_every_command_documents_its_options(capsys):
-    for command in ("train", "eval", "generate", "presets", "diagnose", "demo", "plot"):
-        with pytest.raises(SystemExit) as exc:
-            main([command, "--help"])
-        assert exc.value.code == 0
+COMMAND_OPTIONS = {
+    "train": ("--preset", "--config", "--data", "--run-dir", "--resume", "--set", "--quiet", "train.max_steps",
+              "model.cell", "data.level", "diagnostics.every_steps", "task.name"),
+    "eval": ("--checkpoint", "--data", "--split", "--batch-size", "--device", "--json", "--quiet"),
+    "generate": ("--checkpoint", "--tokens", "--temperature", "--top-k", "--seed", "--prompt", "--device"),
+    "diagnose": ("--checkpoint", "--preset", "--config", "--set", "--data", "--out", "--batch", "--length",
+                 "--jacobian-sequences", "--device"),
+    "demo": ("--out", "--quick", "--quiet"),
+    "plot": ("RUN_DIR", "--out", "--labels"),
+    "presets": (),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMAND_OPTIONS))
+def test_every_command_documents_its_options(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--preset", "--config", "--data", "--run-dir", "--resume", "--set", "--quiet", "--checkpoint",
-                   "--split", "--json", "--tokens", "--temperature", "--top-k", "--seed", "--prompt", "--out",
-                   "--jacobian-sequences", "--quick",
-                   "train.max_steps", "model.cell", "data.level"):
-        assert option in text
+    for option in COMMAND_OPTIONS[command]:
+        assert option in text, f"{command} --help lacks {option}"
 
 
 @pytest.mark.integration

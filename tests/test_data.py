@@ -103,9 +103,19 @@ def test_non_utf8_text_is_a_data_error(tmp_path):
         load_corpus(DataConfig(path=str(path)))
 
 
-def test_cache_returns_the_same_corpus_and_notices_changes(tiny_corpus_dir):
+def test_cache_returns_the_same_corpus_and_notices_changes(tiny_corpus_dir, monkeypatch):
+    import rnnlab.data.corpus as corpus_module
+
     config = DataConfig(path=str(tiny_corpus_dir))
-    first, second = load_corpus(config), load_corpus(config)
+    first = load_corpus(config)
+    tokenize = corpus_module._tokenize_splits
+
+    def must_not_tokenize(*args, **kwargs):
+        raise AssertionError("a second load must come from the cache")
+
+    monkeypatch.setattr(corpus_module, "_tokenize_splits", must_not_tokenize)
+    second = load_corpus(config)
+    monkeypatch.setattr(corpus_module, "_tokenize_splits", tokenize)
     assert first.vocab.itos == second.vocab.itos
     assert all(torch.equal(first.splits[s], second.splits[s]) for s in first.splits)
     (tiny_corpus_dir / "train.txt").write_text("zebra zebra\n" * 5, encoding="utf-8")
@@ -116,6 +126,13 @@ def test_batchify_makes_contiguous_columns():
     data = batchify(torch.arange(26), 4)  # 26 // 4 = 6 rows, 2 tokens dropped
     assert data.shape == (6, 4)
     assert data[:, 1].tolist() == [6, 7, 8, 9, 10, 11]
+
+
+def test_batchify_refuses_too_few_tokens():
+    with pytest.raises(DataError, match="too few"):
+        batchify(torch.arange(5), 4)
+    with pytest.raises(DataError, match="empty split"):
+        eval_stream(torch.arange(0), 2, eos_id=0)
 
 
 def test_bptt_windows_cover_every_target_once():

@@ -75,10 +75,49 @@ def test_vanilla_jacobian_is_diag_fprime_times_w_hh():
         assert norm == pytest.approx(float(exact), rel=1e-5)
 
 
-def test_lstm_jacobian_is_over_h_and_c():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_jacobians_match_torch_autograd(cell):
+    """The LSTM Jacobian is over the pair (h, c); both are checked against torch.autograd.functional."""
+    model = RNNLanguageModel.from_config(ModelConfig(cell=cell, num_layers=2, hidden_size=6, embedding_dim=4), 9)
+    probe = run_probe(model, torch.randint(9, (5, 2)), torch.randint(9, (5, 2)))
+    layers = jacobian_norms(probe, max_sequences=1)
+    for layer, entry in enumerate(layers):
+        assert entry["state"] == ("(h, c)" if cell == "lstm" else "h") and entry["bound"] is None
+        rnn_layer = torch.nn.LSTM(6 if layer else 4, 6) if cell == "lstm" else torch.nn.GRU(6 if layer else 4, 6)
+        rnn_layer.load_state_dict({k.replace(f"_l{layer}", "_l0"): v for k, v in model.rnn.state_dict().items()
+                                   if k.endswith(f"_l{layer}")})
+        for t in range(1, 5):
+            x = probe.trace.inputs[layer][t].detach()[:1].unsqueeze(0)  # (1, 1, I)
+            h = probe.trace.hidden[layer][t - 1].detach()[:1]
+            if cell == "lstm":
+                c = probe.trace.cell[layer][t - 1].detach()[:1]
+
+                def step(hc, x=x, rnn_layer=rnn_layer):
+                    _, (h2, c2) = rnn_layer(x, (hc[:6].view(1, 1, 6), hc[6:].view(1, 1, 6)))
+                    return torch.cat([h2.view(6), c2.view(6)])
+
+                jac = torch.autograd.functional.jacobian(step, torch.cat([h.view(6), c.view(6)]))
+            else:
+                jac = torch.autograd.functional.jacobian(
+                    lambda h0, x=x, rnn_layer=rnn_layer: rnn_layer(x, h0.view(1, 1, 6))[1].view(6), h.view(6))
+            assert entry["norm"][t] == pytest.approx(float(torch.linalg.matrix_norm(jac.double(), 2)), rel=1e-4)
+
+
+def test_gradient_flow_norms_do_not_depend_on_the_batch_size():
     model = RNNLanguageModel.from_config(ModelConfig(cell="lstm", num_layers=1, hidden_size=6, embedding_dim=4), 9)
-    layer = jacobian_norms(run_probe(model, torch.randint(9, (5, 2)), torch.randint(9, (5, 2))))[0]
-    assert layer["state"] == "(h, c)" and layer["bound"] is None and len(layer["norm"]) == 5
+    tokens, targets = torch.randint(9, (8, 1)), torch.randint(9, (8, 1))
+    one = gradient_flow(run_probe(model, tokens, targets))[0]["last_step"]
+    three = gradient_flow(run_probe(model, tokens.repeat(1, 3), targets.repeat(1, 3)))[0]["last_step"]
+    assert three == pytest.approx(one, rel=1e-5)
+
+
+def test_a_gradient_that_underflows_is_vanishing_not_a_crash():
+    n = 250  # 0.5 ** 249 is far below float32's smallest number
+    diagnosis = diagnose(_linear_regime_rnn(0.5), torch.randint(7, (n, 2)), torch.randint(7, (n, 2)),
+                         jacobian_sequences=1)
+    verdict = diagnosis["layers"][0]["verdict"]
+    assert verdict["verdict"] == "vanishing" and "falls to 0" in verdict["reason"]
+    jsonschema.validate(json.loads(json.dumps(diagnosis)), SCHEMA)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])

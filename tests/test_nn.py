@@ -60,7 +60,7 @@ def test_uniform_init_covers_every_parameter_and_forget_bias_is_set():
     assert b[:6].abs().max() <= 0.1
 
 
-def test_tied_weights_share_one_parameter_and_train_together():
+def test_tied_weights_share_one_parameter():
     model = RNNLanguageModel(11, embedding_dim=6, hidden_size=6, tie_weights=True)
     assert model.embedding.weight is model.output.weight
     assert sum(p.numel() for p in model.parameters()) < sum(

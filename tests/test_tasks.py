@@ -120,6 +120,7 @@ def test_training_logs_diagnostics_records(tiny_corpus_dir, tmp_path):
     config = load_config(overrides=[f"data.path={tiny_corpus_dir}", *TINY_MODEL, "train.max_steps=6",
                                     "diagnostics.every_steps=3", "diagnostics.batch=2", "train.tensorboard=true"])
     result = Trainer(config, tmp_path / "run").fit()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     records = [r for r in read_metrics(result.metrics) if r["event"] == "diagnostics"]
     assert [(r["step"], r["layer"]) for r in records] == [(3, 0), (3, 1), (6, 0), (6, 1)]
     for r in records:

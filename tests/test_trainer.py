@@ -39,7 +39,8 @@ def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
 def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
     # Dropout on, so the RNG state in the checkpoint matters; stop mid-epoch, so the carried
     # recurrent state and the window position matter.
-    config = _config(tiny_corpus_dir, "train.epochs=3", "model.dropout=0.3", "train.schedule=plateau")
+    config = _config(tiny_corpus_dir, "train.epochs=3", "model.dropout=0.3", "train.schedule=plateau",
+                     "train.log_every=3")
     whole = Trainer(config, tmp_path / "whole").fit()
     windows = Trainer(config, tmp_path / "probe").windows_per_epoch
     stop_at = windows + windows // 2
@@ -51,6 +52,14 @@ def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
 
     assert resumed.steps == whole.steps
     assert _train_losses(tmp_path / "split") == _train_losses(tmp_path / "whole")
+    assert len(_train_losses(tmp_path / "whole")) == whole.steps // 3
+
+    def epoch_end_evals(run):  # the stopped run also validated at its stop: compare the epoch ends
+        records = read_metrics(run / "metrics.jsonl")
+        return [(r["step"], r["split"], r["loss"]) for r in records
+                if r["event"] == "eval" and (r["step"] % windows == 0 or r["split"] == "test")]
+
+    assert epoch_end_evals(tmp_path / "split") == epoch_end_evals(tmp_path / "whole")
     a = load_checkpoint(tmp_path / "whole" / LATEST)["model"]
     b = load_checkpoint(tmp_path / "split" / LATEST)["model"]
     for name in a:
@@ -88,12 +97,43 @@ def test_a_stop_request_saves_latest_and_the_run_resumes(tiny_corpus_dir, tmp_pa
 def test_divergence_is_reported_and_keeps_earlier_checkpoints(tiny_corpus_dir, tmp_path):
     run = tmp_path / "run"
     Trainer(_config(tiny_corpus_dir, "train.epochs=1"), run).fit()
-    best_before = (run / BEST).read_bytes()
-    config = _config(tiny_corpus_dir, "train.epochs=3", "train.lr=1e30", "train.clip_norm=0",
-                     "model.cell=rnn_relu")
-    with pytest.raises(TrainingDiverged, match="training diverged"):
-        Trainer(config, tmp_path / "other").fit()
-    assert (run / BEST).read_bytes() == best_before
+    before = {name: (run / name).read_bytes() for name in (BEST, LATEST)}
+
+    class Sabotage(Observer):  # an infinite learning rate from the resumed epoch on: NaN weights
+        def __init__(self):
+            self.trainer = None
+
+        def on_start(self, total_steps, done_steps):
+            for group in self.trainer.optimizer.param_groups:
+                group["lr"] = float("inf")
+
+    sabotage = Sabotage()
+    trainer = Trainer(_config(tiny_corpus_dir, "train.epochs=3", "train.log_every=1000"), run, resume=True,
+                      observers=(sabotage,))
+    sabotage.trainer = trainer
+    with pytest.raises(TrainingDiverged, match="training diverged: the validation loss is nan"):
+        trainer.fit()
+    assert {name: (run / name).read_bytes() for name in (BEST, LATEST)} == before
+
+
+def test_a_stop_never_saves_a_diverged_model(tiny_corpus_dir, tmp_path):
+    class Sabotage(Observer):  # NaN weights at step 2, then a stop request (Ctrl-C) at step 3
+        def __init__(self):
+            self.trainer = None
+
+        def on_step(self, step, tokens):
+            if step == 2:
+                for param in self.trainer.model.parameters():
+                    param.data.fill_(float("nan"))
+            if step == 3:
+                self.trainer.request_stop()
+
+    sabotage = Sabotage()
+    trainer = Trainer(_config(tiny_corpus_dir, "train.log_every=1000"), tmp_path / "run", observers=(sabotage,))
+    sabotage.trainer = trainer
+    with pytest.raises(TrainingDiverged, match="the loss or gradient norm is not finite"):
+        trainer.fit()
+    assert not (tmp_path / "run" / LATEST).exists()
 
 
 def test_checkpoint_is_plain_data_that_rebuilds_the_model(tiny_corpus_dir, tmp_path):

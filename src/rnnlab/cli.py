@@ -199,6 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         extra = [f"data.path={args.data}"] if args.data else []
         config = load_config(args.preset, args.config, [*args.overrides, *extra])
+        if config.is_task and args.data:
+            raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")
         run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None))
     config = _absolute_data_path(config)
 
@@ -230,9 +232,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     path = resolve_checkpoint_path(args.checkpoint)
     payload = load_checkpoint(path)
-    model, config, vocab = model_from_checkpoint(payload)
+    config = Config.from_dict(payload["config"], source="checkpoint config")
     if config.is_task:
         return _eval_task(args, path, payload, config)
+    model, config, vocab = model_from_checkpoint(payload)
     if args.data:
         config = config.with_overrides({"data.path": args.data})
     ids, oov = load_split(config.data, vocab, args.split)
@@ -255,8 +258,9 @@ def _eval_task(args: argparse.Namespace, path: Path, payload: dict[str, Any], co
     from rnnlab.training.trainer import resolve_device
     from rnnlab.training.workloads import SyntheticTask
 
-    if args.data:
-        raise ConfigError(f"--data applies to language models; {path} was trained on the {config.task.name} task")
+    if args.data or args.batch_size:
+        raise ConfigError(f"--data and --batch-size apply to language models; {path} was trained on the "
+                          f"{config.task.name} task")
     workload = SyntheticTask(config, resolve_device(args.device))
     workload.model.load_state_dict(payload["model"])
     metrics = workload.evaluate(args.split)
@@ -296,6 +300,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         torch.manual_seed(config.train.seed)
         workload = build_workload(config, device)
         title = f"rnnlab diagnostics: untrained {args.preset or args.config or DEFAULT_PRESET}"
+    if config.is_task and args.data:
+        raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")
     inputs, targets = workload.probe_batch(args.batch or config.diagnostics.batch,
                                            args.length or config.diagnostics.length)
     diagnosis = diagnose(workload.model, inputs, targets, jacobian_sequences=args.jacobian_sequences)
@@ -309,7 +315,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rnnlab.demo import DemoSettings, format_table, run_demo
 
-    out = Path(args.out) if args.out else _new_run_dir(None, "demo")
+    out = _new_run_dir(args.out, "demo")
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     progress = ProgressBar(enabled=not args.quiet)
@@ -370,13 +376,14 @@ class ProgressBar:
         if self.bar is None:
             return
         if record["event"] == "train":
+            ppl = f" ppl {record['ppl']:.1f}" if "ppl" in record else ""
             self.bar.set_postfix_str(
-                f"ep {record['epoch']} loss {record['loss']:.3f} ppl {record['ppl']:.1f} lr {record['lr']:.3g} "
-                f"gnorm {record['grad_norm']:.2f} {record['tokens_per_s']:.0f} tok/s", refresh=False)
+                f"ep {record['epoch']} loss {record['loss']:.4g}{ppl} lr {record['lr']:.3g} "
+                f"gnorm {record['grad_norm']:.3g} {record['tokens_per_s']:.0f} tok/s", refresh=False)
         elif record["event"] == "eval":
             self.bar.set_description_str("")
-            self.bar.write(f"epoch {record['epoch']} step {record['step']}: {record['split']} ppl "
-                           f"{record['ppl']:.2f} ({record['tokens']} tokens)")
+            self.bar.write(f"epoch {record['epoch']} step {record['step']}: {record['split']} {_headline(record)}",
+                           file=sys.stderr)
 
     def on_eval_window(self, split: str, done: int, total: int) -> None:
         if self.bar is not None and (done == 1 or done == total or done % 20 == 0):
@@ -386,6 +393,15 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _headline(record: dict[str, Any]) -> str:
+    """The number that matters in an eval record: perplexity for language models, the task's metric otherwise."""
+    if "ppl" in record:
+        return f"ppl {record['ppl']:.2f} ({record['tokens']} tokens)"
+    pairs = [f"{key[len('baseline_'):]} {record[key[len('baseline_'):]]:.4f} (not learned: {record[key]:.4f})"
+             for key in record if key.startswith("baseline_")]
+    return ", ".join(pairs) or f"loss {record['loss']:.4f}"
 
 
 def _eval_bar(split: str, enabled: bool) -> Any:

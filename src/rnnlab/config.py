@@ -64,6 +64,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
+        if self.max_size == 1:
+            raise ConfigError("data.max_size must be 0 (no limit) or >= 2 (<unk> and <eos> always take 2), got 1")
         if any(f < 0 for f in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(self.split)}")
         if self.split[0] <= 0:
@@ -137,7 +139,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _validate_section("train", self)
-        if not (self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device)):
+        if not (self.device in ("auto", "cpu", "cuda") or is_cuda_index(self.device)):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
@@ -185,6 +187,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+    def __post_init__(self) -> None:
+        if self.is_task and self.model.tie_weights:
+            raise ConfigError(f"model.tie_weights needs a vocabulary to tie; the {self.task.name} task has none")
 
     @property
     def is_task(self) -> bool:
@@ -390,7 +396,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
 
 
-def _is_cuda_index(device: str) -> bool:
+def is_cuda_index(device: str) -> bool:
     prefix, _, index = device.partition(":")
     return prefix == "cuda" and index.isdigit()
 

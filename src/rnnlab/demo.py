@@ -29,7 +29,7 @@ from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
 from rnnlab.diagnostics import diagnose
-from rnnlab.diagnostics.report import pyplot, write_report
+from rnnlab.diagnostics.report import finite_or_null, pyplot, save_figure, write_report
 from rnnlab.generation import generate
 from rnnlab.io import atomic_write_text
 from rnnlab.models.sequence_model import SequenceModel
@@ -108,7 +108,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     say(f"   validation perplexity {lm['valid_ppl'][0]:.0f} -> {lm['valid_ppl'][-1]:.0f} in {lm['steps']} steps")
     say(f"5. sample: {lm['sample']!r}")
 
-    atomic_write_text(out / "demo.json", json.dumps(result, indent=1, allow_nan=True))
+    atomic_write_text(out / "demo.json", json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     _plot_gradients(result, out / "gradient_flow.png")
     _plot_language_model(result, out / "lm_training.png")
     atomic_write_text(out / "report.html", _render(result, out))
@@ -164,9 +164,7 @@ def _plot_gradients(result: dict[str, Any], path: Path) -> None:
     ax.set_title("How far back does the last step's gradient reach?")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_language_model(result: dict[str, Any], path: Path) -> None:
@@ -181,9 +179,7 @@ def _plot_language_model(result: dict[str, Any], path: Path) -> None:
     ax.set_title("LSTM language model on Penn Treebank")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnlab.diagnostics.report import pyplot
+from rnnlab.diagnostics.report import pyplot, save_figure
 from rnnlab.errors import RnnlabError
 from rnnlab.training.metrics import read_metrics
 
@@ -38,9 +38,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
     return out

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import torch
 
+from rnnlab.errors import DataError
+
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
 
 
@@ -32,7 +34,8 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(N,) -> (N // B, B): column b holds tokens [b * N//B, (b+1) * N//B)."""
     rows = ids.numel() // batch_size
     if rows < 2:
-        raise ValueError(f"{ids.numel()} tokens are too few for batch size {batch_size}")
+        raise DataError(f"{ids.numel()} tokens are too few for {batch_size} columns (each needs at least 2 tokens); "
+                        "lower the batch size or use more data")
     return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()
 
 
@@ -41,13 +44,18 @@ def num_windows(rows: int, bptt: int) -> int:
     return -(-(rows - 1) // bptt)
 
 
+def window(data: torch.Tensor, bptt: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window ``index`` of a (rows, B) batchified stream: inputs and targets, each (L, B), L <= bptt;
+    the targets are the inputs one step ahead."""
+    begin = index * bptt
+    length = min(bptt, data.size(0) - 1 - begin)
+    return data[begin : begin + length], data[begin + 1 : begin + 1 + length]
+
+
 def bptt_windows(data: torch.Tensor, bptt: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (inputs, targets), each (L, B) with L <= bptt, from window index ``start`` on."""
-    rows = data.size(0)
-    for index in range(start, num_windows(rows, bptt)):
-        begin = index * bptt
-        length = min(bptt, rows - 1 - begin)
-        yield data[begin : begin + length], data[begin + 1 : begin + 1 + length]
+    """Yield every window from index ``start`` on."""
+    for index in range(start, num_windows(data.size(0), bptt)):
+        yield window(data, bptt, index)
 
 
 class EvalStream(NamedTuple):
@@ -60,7 +68,7 @@ def eval_stream(ids: torch.Tensor, batch_size: int, eos_id: int) -> EvalStream:
     """Inputs ``<eos> + ids[:-1]`` and targets ``ids``, each cut into B padded columns."""
     n = ids.numel()
     if n == 0:
-        raise ValueError("cannot evaluate an empty split")
+        raise DataError("cannot evaluate an empty split (its file holds no tokens)")
     batch_size = min(batch_size, n)
     rows = -(-n // batch_size)
     inputs = torch.full((rows * batch_size,), eos_id, dtype=torch.long)

@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rnnlab.errors import ConfigError
 from rnnlab.nn.output import OutputLoss
 
 
@@ -32,7 +33,11 @@ class Task:
     metric: str  # the task's headline metric, reported next to its baseline
     baseline: dict[str, float]
 
+    min_length = 2
+
     def __init__(self, length: int) -> None:
+        if length < self.min_length:
+            raise ConfigError(f"the {self.name} task needs a length of at least {self.min_length}, got {length}")
         self.length = length
 
     @property
@@ -130,6 +135,7 @@ class CopyTask(Task):
 
 class TemporalOrderTask(Task):
     name, input_vocab, output_dim, metric = "temporal_order", 6, 4, "accuracy"
+    min_length = 10  # the symbols go in [T/10, 2T/10) and [5T/10, 6T/10): both ranges must be non-empty
     X, Y = 4, 5
     baseline = {"accuracy": 0.25, "cross_entropy": math.log(4)}
 

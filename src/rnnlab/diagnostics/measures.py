@@ -18,7 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.nn.cells import GATES, Trace, cell_kind, layer_weights, reference_forward, step_function
+from rnnlab.nn.cells import (
+    GATES,
+    SIGMOID_GATES,
+    SQUASHED,
+    Trace,
+    cell_kind,
+    layer_weights,
+    reference_forward,
+    step_function,
+)
 
 TANH_SATURATION = 5.0  # |z| above this: tanh'(z) < 2e-4 (the document's threshold)
 GATE_LOW, GATE_HIGH = 0.05, 0.95  # a sigmoid gate below/above these is saturated
@@ -59,19 +68,25 @@ def run_probe(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> 
 
 
 def _rms_norms(grads: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[float]:
-    """Per step: ||g_t|| per sequence, root-mean-squared over the batch (independent of B)."""
+    """Per step: the norm of each sequence's gradient of its own loss, root-mean-squared over the batch.
+
+    The costs are batch means, so d cost / d h_t^b = (1/B) d loss_b / d h_t^b: multiplying by B gives
+    numbers that do not depend on the batch size."""
     out = []
     for g, h in zip(grads, like):
         g = torch.zeros_like(h) if g is None else g
-        out.append(float(g.double().pow(2).sum(-1).mean().sqrt()))
+        out.append(float(g.double().pow(2).sum(-1).mean().sqrt()) * h.size(0))
     return out
 
 
 def _fit(norms_by_distance: list[float]) -> dict[str, float | None]:
-    """log-gain per step (least-squares slope of log-norm on distance) and the end-to-start ratio."""
+    """log-gain per step (least-squares slope of log-norm on distance) and the end-to-start ratio.
+
+    A norm that underflowed to 0 or overflowed to inf is left out of the slope; the ratio keeps it
+    (0: vanished, inf: exploded); the ratio is None when the gradient at distance 0 is zero or not finite."""
     points = [(d, math.log(v)) for d, v in enumerate(norms_by_distance) if v > 0 and math.isfinite(v)]
     first, last = norms_by_distance[0], norms_by_distance[-1]
-    ratio = last / first if first > 0 else None
+    ratio = last / first if first > 0 and math.isfinite(first) and not math.isnan(last) else None
     if len(points) < 2:
         return {"log_gain_per_step": None, "gain_per_step": None, "ratio": ratio}
     mean_d = sum(d for d, _ in points) / len(points)
@@ -206,9 +221,8 @@ def recurrent_spectra(rnn: nn.Module, eigenvalues: bool = False) -> list[dict[st
 
 
 def _nonlinearity_inputs(cell: str, records: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The pre-activations that go through tanh (or relu), by name."""
-    names = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("z_g", "c"), "gru": ("z_n",)}[cell]
-    return {name: torch.stack([r[name].detach() for r in records]).double() for name in names}
+    """The pre-activations that go through tanh (or relu), by name, stacked over time."""
+    return {name: torch.stack([r[name].detach() for r in records]).double() for name in SQUASHED[cell]}
 
 
 def _histogram(values: torch.Tensor) -> dict[str, list[float]]:
@@ -233,14 +247,15 @@ def saturation(probe: Probe) -> list[dict[str, Any]]:
                 entry["saturated_fraction"] = float((z.abs() > TANH_SATURATION).double().mean())
             nonlinearities[name] = entry
         gates = {}
-        for name in {"lstm": ("i", "f", "o"), "gru": ("r", "z")}.get(probe.cell, ()):
+        for name in SIGMOID_GATES[probe.cell]:
             g = torch.stack([r[name].detach() for r in records]).double()
             low, high = float((g < GATE_LOW).double().mean()), float((g > GATE_HIGH).double().mean())
             gates[name] = {"mean": float(g.mean()), "below_0.05": low, "above_0.95": high,
                            "saturated_fraction": low + high}
         all_z = torch.cat([z.flatten() for z in inputs.values()])
         saturated = (all_z <= 0) if probe.cell == "rnn_relu" else (all_z.abs() > TANH_SATURATION)
-        results.append({"threshold": TANH_SATURATION, "saturated_fraction": float(saturated.double().mean()),
+        threshold = None if probe.cell == "rnn_relu" else TANH_SATURATION  # relu: the zero-derivative side
+        results.append({"threshold": threshold, "saturated_fraction": float(saturated.double().mean()),
                         "nonlinearities": nonlinearities, "gates": gates})
     return results
 
@@ -254,14 +269,18 @@ def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any],
     sigma = max([spectrum["whole"]["sigma_max"]] + [g["sigma_max"] for g in spectrum["gates"].values()])
     numbers = {"ratio": ratio, "gain_per_step": gain, "steps": steps, "sigma_max": sigma,
                "saturated_fraction": sat["saturated_fraction"]}
-    if ratio is None or gain is None:
-        return {"verdict": "undetermined", "reason": "the gradient at the last step is zero", "numbers": numbers}
-    span = f"over {steps - 1} steps (x{gain:.3g} per step)"
-    if ratio < VANISHING_RATIO:
+    if ratio is None:
+        return {"verdict": "undetermined", "numbers": numbers,
+                "reason": "the gradient of the last step's loss is zero or not finite at the last step"}
+    span = f"over {steps - 1} steps" + (f" (x{gain:.3g} per step)" if gain is not None else "")
+    if ratio == 0:
+        kind, reason = "vanishing", f"||dcost_n/dh_t|| falls to 0 (below float range) {span}"
+    elif ratio < VANISHING_RATIO:
         kind, reason = "vanishing", f"||dcost_n/dh_t|| falls {1 / ratio:.3g}-fold {span}"
     elif ratio > EXPLODING_RATIO:
         kind, reason = "exploding", f"||dcost_n/dh_t|| grows {ratio:.3g}-fold {span}"
     else:
         kind, reason = "healthy", f"||dcost_n/dh_t|| changes {ratio:.3g}-fold {span}"
-    reason += f"; sigma_max(W_hh) = {sigma:.3g}, {100 * sat['saturated_fraction']:.1f}% saturated"
+    what = "with zero derivative" if sat["threshold"] is None else "saturated"
+    reason += f"; sigma_max(W_hh) = {sigma:.3g}, {100 * sat['saturated_fraction']:.1f}% of units {what}"
     return {"verdict": kind, "reason": reason, "numbers": numbers}

@@ -43,7 +43,7 @@ def write_report(diagnosis: dict[str, Any], out_dir: str | Path, title: str = "r
     """Write diagnostics.json, the plots and report.html into ``out_dir``; return the report's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "diagnostics.json", json.dumps(diagnosis, indent=1, allow_nan=True))
+    atomic_write_text(out / "diagnostics.json", json.dumps(finite_or_null(diagnosis), indent=1, allow_nan=False))
     plot_gradient_flow(diagnosis, out / "gradient_flow.png")
     plot_jacobian(diagnosis, out / "jacobian.png")
     plot_spectrum(diagnosis, out / "spectrum.png")
@@ -51,6 +51,17 @@ def write_report(diagnosis: dict[str, Any], out_dir: str | Path, title: str = "r
     page = render_html(diagnosis, {name: (out / name).read_bytes() for name in PLOTS}, title)
     atomic_write_text(out / "report.html", page)
     return out / "report.html"
+
+
+def finite_or_null(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: write a norm that overflowed as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- plots
@@ -66,7 +77,7 @@ def pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
@@ -88,7 +99,7 @@ def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Gradient flow through time ({diagnosis['cell']}, {diagnosis['probe']['steps']} steps)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_jacobian(diagnosis: dict[str, Any], path: Path) -> None:
@@ -107,7 +118,7 @@ def plot_jacobian(diagnosis: dict[str, Any], path: Path) -> None:
     ax.set_title("Step Jacobians (exact) and the bound max|f'(z_t)| sigma_max(W_hh)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_spectrum(diagnosis: dict[str, Any], path: Path) -> None:
@@ -133,7 +144,7 @@ def plot_spectrum(diagnosis: dict[str, Any], path: Path) -> None:
         ax.set_title(f"layer {entry['layer']} W_hh eigenvalues")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
@@ -164,7 +175,7 @@ def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
             ax.set_ylim(0, 1)
             ax.set_title(f"layer {entry['layer']} gates")
             ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _positive(values: list[float]) -> list[float]:

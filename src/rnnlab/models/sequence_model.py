@@ -19,19 +19,20 @@ from rnnlab.nn.recurrent import State, make_recurrent
 
 class SequenceModel(nn.Module):
     def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
-                 embedding_dim: int = 32) -> None:
+                 embedding_dim: int = 32, dropout: float = 0.0) -> None:
         super().__init__()
         self.task = task
         # Token inputs (copy, temporal order) go through an embedding; real-valued ones (adding) do not.
         self.embedding = nn.Embedding(task.input_vocab, embedding_dim) if task.input_vocab else None
         input_size = embedding_dim if task.input_vocab else task.input_dim
-        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers)
+        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, dropout)  # between layers
+        self.output_dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden_size, task.output_dim)
 
     @classmethod
     def from_config(cls, config: ModelConfig, task: Task) -> SequenceModel:
         model = cls(task, cell=config.cell, hidden_size=config.hidden_size, num_layers=config.num_layers,
-                    embedding_dim=config.embedding_dim)
+                    embedding_dim=config.embedding_dim, dropout=config.dropout)
         initialize(model, config)
         return model
 
@@ -46,12 +47,16 @@ class SequenceModel(nn.Module):
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None = None,
              *, exact: bool = False) -> tuple[OutputLoss, State]:
         features, state = self(inputs, state)
-        return self.task.loss(self.readout(features), targets), state
+        return self.task.loss(self.read(features), targets), state
+
+    def read(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, B, H) recurrent outputs -> (T, B, O) readouts."""
+        return self.readout(self.output_dropout(features))
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """(T, B, O) readouts at every step."""
-        return self.readout(self(inputs)[0])
+        return self.read(self(inputs)[0])
 
     def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-step costs (T,) from the recurrent outputs: what gradient-flow diagnostics differentiate."""
-        return self.task.step_costs(self.readout(features), targets)
+        return self.task.step_costs(self.read(features), targets)

@@ -26,7 +26,11 @@ from torch import nn
 
 from rnnlab.nn.recurrent import State
 
+# The blocks of W_ih / W_hh rows in torch.nn's order, the pre-activations that go through tanh (relu),
+# and the sigmoid gates, by cell: the one place that knows each cell's layout.
 GATES = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+SQUASHED = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("z_g", "c"), "gru": ("z_n",)}
+SIGMOID_GATES = {"rnn_tanh": (), "rnn_relu": (), "lstm": ("i", "f", "o"), "gru": ("r", "z")}
 
 
 def cell_kind(rnn: nn.Module) -> str:
@@ -176,7 +180,7 @@ class ReferenceRNN(nn.Module):
         if cell not in GATES:
             raise ValueError(f"unknown cell {cell!r} (cells: {', '.join(GATES)})")
         self.cell, self.input_size, self.hidden_size, self.num_layers = cell, input_size, hidden_size, num_layers
-        gate_rows = {"lstm": 4, "gru": 3}.get(cell, 1) * hidden_size
+        gate_rows = len(GATES[cell]) * hidden_size
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(gate_rows, layer_in)))

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import ModelConfig
-
-GATE_BLOCKS = {"lstm": 4, "gru": 3}
+from rnnlab.nn.cells import GATES
 
 
 @torch.no_grad()
@@ -21,7 +20,7 @@ def initialize(model: nn.Module, config: ModelConfig) -> None:
         for param in model.parameters():
             param.uniform_(-config.init_range, config.init_range)
     rnn = model.rnn
-    blocks = GATE_BLOCKS.get(config.cell, 1)
+    blocks = len(GATES[config.cell])
     for layer in range(rnn.num_layers):
         w_hh = getattr(rnn, f"weight_hh_l{layer}")
         for block in w_hh.chunk(blocks, dim=0):  # views: (H, H) per gate, in torch's gate order

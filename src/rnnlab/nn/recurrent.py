@@ -7,6 +7,8 @@ stored on a module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -26,10 +28,15 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
     raise ValueError(f"unknown cell {cell!r} (cells: rnn_tanh, rnn_relu, lstm, gru)")
 
 
-def detach_state(state: State | None) -> State | None:
-    """Cut the autograd graph between truncated-BPTT windows, keeping the values."""
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State | None) -> State | None:
+    """Apply ``fn`` to the tensor(s) of a state: h, or (h, c) for LSTM."""
     if state is None:
         return None
     if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
+        return tuple(fn(s) for s in state)  # type: ignore[return-value]
+    return fn(state)
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the autograd graph between truncated-BPTT windows, keeping the values."""
+    return map_state(torch.Tensor.detach, state)

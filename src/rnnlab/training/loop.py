@@ -34,7 +34,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     out, state = model.loss(inputs, targets, state)
     # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
-    divisor = out.tokens if loss_average == "tokens" else targets.size(1)
+    divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
     (out.loss / divisor).backward()
     grad_norm = clip_gradients(model.parameters(), clip_norm)
     optimizer.step()

@@ -45,16 +45,29 @@ class MetricsLog:
             self._tensorboard.close()
 
 
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:  # a line cut short by a crash
+        return None
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return [record for line in handle if line.strip() and (record := _parse(line)) is not None]
 
 
 def truncate_metrics(path: str | Path, step: int) -> None:
-    """Drop records logged after ``step``: on resume they would otherwise appear twice."""
+    """Prepare metrics.jsonl for a resume from ``step``: drop records logged after it (they would
+    appear twice), the test results of the invocation that stopped (the run goes on and will be
+    tested at its end) and any line a crash cut short."""
     path = Path(path)
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        record = _parse(line) if line.strip() else None
+        if record is None or record.get("step", 0) > step or record.get("split") == "test":
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
     atomic_write_text(path, "".join(kept))

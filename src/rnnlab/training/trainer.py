@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from rnnlab.config import RESUMABLE_KEYS, Config
+from rnnlab.config import RESUMABLE_KEYS, Config, is_cuda_index
 from rnnlab.data.corpus import Corpus
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.io import atomic_write_text
-from rnnlab.nn.recurrent import State
+from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rnnlab.training.loop import train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
@@ -81,6 +81,8 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    if not (name in ("auto", "cpu", "cuda") or is_cuda_index(name)):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -118,7 +120,14 @@ class Trainer:
         self.progress = Progress()
         self.state: State | None = None
         self.windows_per_epoch = self.workload.windows_per_epoch
-        self._probe = None  # the diagnostics probe batch, drawn on first use
+        self._probe = None
+        if config.diagnostics.every_steps:  # drawn now, so a probe that cannot be built fails at once
+            self._probe = self.workload.probe_batch(config.diagnostics.batch, config.diagnostics.length)
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._token_sum = torch.zeros((), dtype=torch.long, device=self.device)
+        self._last_grad_norm = torch.zeros((), device=self.device)
+        self._log_clock = 0.0
+        self._log_tokens = 0
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -127,12 +136,6 @@ class Trainer:
         atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
         tensorboard_dir = self.run_dir / "tensorboard" if train_cfg.tensorboard else None
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, tensorboard_dir)
-
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._token_sum = torch.zeros((), dtype=torch.long, device=self.device)
-        self._last_grad_norm = torch.zeros((), device=self.device)
-        self._log_clock = 0.0
-        self._log_tokens = 0
 
     # ------------------------------------------------------------------ public
 
@@ -159,15 +162,15 @@ class Trainer:
                     self._end_epoch()
                 elif train_cfg.eval_every_steps and self.progress.step % train_cfg.eval_every_steps == 0:
                     self._validate()
-            if stopped_by != "epochs":
-                # Save where we are (mid-epoch, with the carried state) before anything else.
-                self._save(self.run_dir / LATEST)
             if stopped_by == "interrupted":
+                self._save(self.run_dir / LATEST)  # where we are, mid-epoch, with the carried state
                 return self._result(stopped_by, test=None)
-            if self.progress.last_valid_step != self.progress.step:
-                # A stop between epochs: validate for the record and for best.pt, but keep the
-                # schedule out of it so a resumed run matches an uninterrupted one.
-                self._validate()
+            if stopped_by != "epochs":
+                if self.progress.last_valid_step != self.progress.step:
+                    # A stop between epochs: validate for the record and for best.pt, but keep the
+                    # schedule out of it, so the training of a resumed run matches an uninterrupted one.
+                    self._validate()
+                self._save(self.run_dir / LATEST)
             test = self._test_best()
             return self._result(stopped_by, test=test)
         finally:
@@ -208,12 +211,7 @@ class Trainer:
         tokens = int(self._token_sum.item())
         loss = self._loss_sum.item() / max(tokens, 1)
         if not math.isfinite(loss):
-            saved = [name for name in (BEST, LATEST) if (self.run_dir / name).is_file()]
-            kept = f"{' and '.join(saved)} in {self.run_dir} hold the last good state" if saved else \
-                "no checkpoint had been written yet"
-            raise TrainingDiverged(
-                f"training diverged: loss is {loss} at step {self.progress.step} (epoch {self.progress.epoch}); "
-                f"{kept}. Lower train.lr or set train.clip_norm")
+            self._diverged(f"the training loss is {loss}")
         record = {
             "event": "train",
             "epoch": self.progress.epoch,
@@ -229,12 +227,17 @@ class Trainer:
         self._log_tokens = 0
         self._log_clock = time.perf_counter()
 
+    def _diverged(self, what: str) -> None:
+        saved = [name for name in (BEST, LATEST) if (self.run_dir / name).is_file()]
+        kept = f"{' and '.join(saved)} in {self.run_dir} hold the last good state" if saved else \
+            "no checkpoint had been written yet"
+        raise TrainingDiverged(f"training diverged: {what} at step {self.progress.step} (epoch "
+                               f"{self.progress.epoch}); {kept}. Lower train.lr or set train.clip_norm")
+
     def _log_diagnostics(self) -> None:
         from rnnlab.diagnostics import summary_records
 
         paused = time.perf_counter()
-        if self._probe is None:
-            self._probe = self.workload.probe_batch(self.config.diagnostics.batch, self.config.diagnostics.length)
         for record in summary_records(self.model, *self._probe):
             self._emit({"event": "diagnostics", "epoch": self.progress.epoch, "step": self.progress.step, **record})
         self._log_clock += time.perf_counter() - paused
@@ -250,6 +253,8 @@ class Trainer:
     def _validate(self) -> Metrics:
         paused = time.perf_counter()
         result = self._evaluate("valid")
+        if not math.isfinite(result["loss"]):
+            self._diverged(f"the validation loss is {result['loss']}")
         self.progress.last_valid_step = self.progress.step
         if result["loss"] < self.progress.best_valid_loss:
             self.progress.best_valid_loss = result["loss"]
@@ -297,9 +302,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _save(self, path: Path) -> None:
-        state = self.state
-        if state is not None:
-            state = tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()
+        # Never let a diverged model overwrite a good checkpoint: losses since the last train record
+        # and the latest gradient norm are checked here (one host sync per checkpoint).
+        if not (torch.isfinite(self._loss_sum) and torch.isfinite(self._last_grad_norm)):
+            self._diverged(f"the loss or gradient norm is not finite (loss sum {self._loss_sum.item()}, "
+                           f"gradient norm {self._last_grad_norm.item()})")
         save_checkpoint(path, {
             "config": self.config.to_dict(),
             **self.workload.checkpoint_extras(),
@@ -307,8 +314,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": asdict(self.progress),
-            "carried_state": state,
+            "carried_state": map_state(lambda s: s.cpu(), self.state),
             "rng": rng_state(),
+            # The partial sums behind the next train record, so it reads the same after a resume.
+            "accumulators": {"loss_sum": self._loss_sum.item(), "token_sum": int(self._token_sum.item()),
+                             "log_tokens": self._log_tokens},
         })
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -321,11 +331,12 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.progress = Progress(**payload["progress"])
-        state = payload["carried_state"]
-        if state is not None:
-            state = tuple(s.to(self.device) for s in state) if isinstance(state, tuple) else state.to(self.device)
-        self.state = state
+        self.state = map_state(lambda s: s.to(self.device), payload["carried_state"])
         set_rng_state(payload["rng"])
+        sums = payload["accumulators"]
+        self._loss_sum.fill_(sums["loss_sum"])
+        self._token_sum.fill_(sums["token_sum"])
+        self._log_tokens = sums["log_tokens"]
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.progress.epoch, self.progress.step)
 
 

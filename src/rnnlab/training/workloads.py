@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import Config
-from rnnlab.data.batching import batchify, eval_stream, num_windows
+from rnnlab.data.batching import batchify, eval_stream, num_windows, window
 from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import Task, make_task, seeded_generator
 from rnnlab.errors import CheckpointError
@@ -78,12 +78,7 @@ class LanguageModelling(Workload):
                         for split in ("valid", "test")}
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        bptt = self.config.train.bptt
-        begin = index * bptt
-        length = min(bptt, self.train_data.size(0) - 1 - begin)
-        inputs = self.train_data[begin : begin + length]  # (L, B)
-        targets = self.train_data[begin + 1 : begin + 1 + length]  # (L, B), one step ahead
-        return inputs, targets
+        return window(self.train_data, self.config.train.bptt, index)
 
     def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
         result = evaluate(self.model, self.streams[split], self.config.train.bptt, on_window)
