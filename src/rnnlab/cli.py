@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.set_defaults(handler=cmd_diagnose)
 
     demo = commands.add_parser(
-        "demo", help="the gradient problem and its fixes, measured (about 3 minutes on 2 CPU cores)",
+        "demo", help="the gradient problem and its fixes, measured (about 70 s on 2 CPU cores)",
         description="Tell the story of effective RNN training with measurements: a tanh RNN whose gradient "
                     "vanishes (sigma_max 0.9) and one whose gradient explodes (1.5) with clipping bounding the "
                     "update, an LSTM keeping its gradient, a short LSTM language model on Penn Treebank, and a "
