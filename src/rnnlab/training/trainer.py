@@ -333,7 +333,8 @@ class Trainer:
         self.progress = Progress(**payload["progress"])
         self.state = map_state(lambda s: s.to(self.device), payload["carried_state"])
         set_rng_state(payload["rng"])
-        sums = payload["accumulators"]
+        # Absent from checkpoints written before the partial sums were saved: start the sums afresh.
+        sums = payload.get("accumulators", {"loss_sum": 0.0, "token_sum": 0, "log_tokens": 0})
         self._loss_sum.fill_(sums["loss_sum"])
         self._token_sum.fill_(sums["token_sum"])
         self._log_tokens = sums["log_tokens"]
