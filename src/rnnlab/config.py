@@ -139,8 +139,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _validate_section("train", self)
-        if not (self.device in ("auto", "cpu", "cuda") or is_cuda_index(self.device)):
-            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device, "train.device")
 
 
 @dataclass(frozen=True)
@@ -396,9 +395,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
 
 
-def is_cuda_index(device: str) -> bool:
+def check_device_name(device: str, what: str = "device") -> None:
+    """auto, cpu, cuda or cuda:N; anything else is a ConfigError naming ``what``."""
     prefix, _, index = device.partition(":")
-    return prefix == "cuda" and index.isdigit()
+    if not (device in ("auto", "cpu", "cuda") or (prefix == "cuda" and index.isdigit())):
+        raise ConfigError(f"{what} must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def _split_key(dotted: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.config import RESUMABLE_KEYS, Config, is_cuda_index
+from rnnlab.config import RESUMABLE_KEYS, Config, check_device_name
 from rnnlab.data.corpus import Corpus
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.io import atomic_write_text
@@ -81,8 +81,7 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if not (name in ("auto", "cpu", "cuda") or is_cuda_index(name)):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
