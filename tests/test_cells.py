@@ -6,6 +6,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from rnnlab.nn.cells import ReferenceRNN, Trace, reference_forward, step_function
+from rnnlab.nn.stack import RecurrentStack
 
 T, B, I, H, L = 6, 3, 4, 5, 3  # noqa: E741 (I: input size, as in the equations)
 
@@ -44,12 +45,17 @@ def test_reference_equals_torch_outputs_states_and_gradients(cell):
 
 
 @pytest.mark.parametrize("cell", list(TORCH_LAYERS))
-def test_reference_forward_runs_on_a_fused_layers_own_weights(cell):
-    fused = TORCH_LAYERS[cell]()
+def test_reference_forward_runs_on_a_stacks_own_weights(cell):
+    stack = RecurrentStack(cell, I, H, L, dropout=0.5).eval()
     x = torch.randn(T, B, I)
     trace = Trace()
-    out, _ = reference_forward(fused, x, trace=trace)
-    assert_close(out, fused(x)[0])
+    out, _ = reference_forward(stack, x, trace=trace)
+    assert_close(out, stack(x)[0])
+    # the very parameters: a change to the stack's weights changes the reference path
+    with torch.no_grad():
+        stack.layer_weights(L - 1).weight_hh.mul_(2.0)
+    assert_close(reference_forward(stack, x)[0], stack(x)[0])
+    assert not torch.allclose(reference_forward(stack, x)[0], out)
     assert len(trace.hidden) == L and len(trace.hidden[0]) == T
     assert_close(torch.stack(trace.hidden[-1]), out)
     if cell == "lstm":

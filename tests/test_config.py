@@ -1,6 +1,22 @@
+from dataclasses import dataclass
+
 import pytest
 
-from rnnlab.config import Config, describe_keys, load_config, parse_overrides, preset_names, read_preset
+from rnnlab import config as config_module
+from rnnlab.config import (
+    CONFIG_VERSION,
+    Config,
+    ModelConfig,
+    _validate_section,
+    describe_keys,
+    load_config,
+    migrate,
+    parse_overrides,
+    preset_names,
+    read_preset,
+    rename_key,
+    setting,
+)
 from rnnlab.errors import ConfigError
 
 # Zaremba et al. 2014 (see shared ANCHORS): init, lr, clip, bptt, full-lr epochs, decay, epochs, dropout, size.
@@ -112,3 +128,84 @@ def test_docs_configuration_lists_every_key_as_the_code_describes_it():
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [line for line in describe_keys() if line not in doc]
     assert not missing, f"docs/configuration.md is out of date: {missing}"
+
+
+# ---------------------------------------------------------------- list-valued keys and versions
+
+
+@dataclass(frozen=True)
+class _ListSection:
+    """A section shaped like the per-layer keys to come (dilations, cutoffs, per-layer dropout)."""
+
+    dilations: tuple[int, ...] = setting((1,), "per layer", low=1)
+    rates: tuple[float, ...] = setting((), "per layer", low=0.0, high=1.0, high_open=True)
+
+    def __post_init__(self) -> None:
+        _validate_section("test", self)
+
+
+def test_list_valued_keys_take_any_length_and_check_each_item():
+    assert _ListSection(dilations=[1, 2, 4, 8]).dilations == (1, 2, 4, 8)
+    assert _ListSection(dilations=[3]).dilations == (3,) and _ListSection(rates=[]).rates == ()
+    assert _ListSection(rates=[0, 0.5]).rates == (0.0, 0.5)  # integers become floats, item by item
+    with pytest.raises(ConfigError, match=r"test.dilations\[2\] must be >= 1, got 0"):
+        _ListSection(dilations=[1, 2, 0])
+    with pytest.raises(ConfigError, match=r"test.rates\[1\] must be < 1.0"):
+        _ListSection(rates=[0.1, 1.0])
+    with pytest.raises(ConfigError, match=r"test.dilations\[1\] expects an integer"):
+        _ListSection(dilations=[1, 2.5])
+    with pytest.raises(ConfigError, match=r"test.dilations expects a list"):
+        _ListSection(dilations=4)
+
+
+def test_list_valued_keys_travel_through_overrides_toml_and_docs(monkeypatch, tmp_path):
+    @dataclass(frozen=True)
+    class ModelWithDilations(ModelConfig):
+        dilations: tuple[int, ...] = setting((1, 1), "recurrence distance per layer", low=1)
+
+        def __post_init__(self) -> None:
+            _validate_section("model", self)
+
+    monkeypatch.setitem(config_module.SECTIONS, "model", ModelWithDilations)
+    parsed = parse_overrides(["model.dilations=[1, 2, 4, 8]"])
+    assert parsed == {"model.dilations": [1, 2, 4, 8]}
+    raw = Config().to_dict()
+    raw["model"]["dilations"] = parsed["model.dilations"]
+    config = Config.from_dict(raw)
+    assert config.model.dilations == (1, 2, 4, 8)
+    assert "dilations = [1, 2, 4, 8]" in config.to_toml()
+    assert Config.from_dict(config.to_dict()) == config
+    assert "model.dilations = [1, 1]: recurrence distance per layer" in describe_keys()
+
+
+def test_configs_carry_their_version(tmp_path):
+    config = load_config()
+    assert config.to_dict()["version"] == CONFIG_VERSION
+    assert config.to_toml().startswith(f"version = {CONFIG_VERSION}\n")
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml(), encoding="utf-8")
+    assert load_config(config_file=path) == config
+
+
+def test_a_config_without_a_version_is_version_1_and_migrates(monkeypatch):
+    """A future rename, played out: version 3 renames train.clip_norm; older configs still load."""
+    monkeypatch.setattr(config_module, "CONFIG_VERSION", 3)
+    steps = dict(config_module.MIGRATIONS)
+    seen = []
+    steps[1] = lambda raw: seen.append(1)
+    steps[2] = lambda raw: (seen.append(2), rename_key(raw, "train.clip_norm", "train.max_grad_norm"))
+    monkeypatch.setattr(config_module, "MIGRATIONS", steps)
+    migrated = migrate({"train": {"clip_norm": 0.5, "lr": 2.0}})  # no version: 1
+    assert seen == [1, 2] and migrated == {"train": {"max_grad_norm": 0.5, "lr": 2.0}}
+    seen.clear()
+    assert migrate({"version": 2, "train": {"clip_norm": 0.5}}) == {"train": {"max_grad_norm": 0.5}}
+    assert seen == [2]
+    seen.clear()
+    assert migrate({"version": 3, "train": {"clip_norm": 0.5}}) == {"train": {"clip_norm": 0.5}} and not seen
+
+
+@pytest.mark.parametrize("version, message", [(99, "newer than this rnnlab reads"), (0, "whole number >= 1"),
+                                              ("2", "whole number >= 1")])
+def test_a_bad_or_newer_config_version_is_refused(version, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict({"version": version})

@@ -18,9 +18,10 @@ def _linear_regime_rnn(c: float, hidden: int = 16, vocab: int = 7) -> RNNLanguag
     model = RNNLanguageModel(vocab, cell="rnn_tanh", embedding_dim=hidden, hidden_size=hidden, num_layers=1)
     with torch.no_grad():
         q, _ = torch.linalg.qr(torch.randn(hidden, hidden, dtype=torch.float64))
-        model.rnn.weight_hh_l0.copy_(c * q)
-        model.rnn.bias_ih_l0.zero_()
-        model.rnn.bias_hh_l0.zero_()
+        weights = model.rnn.layer_weights(0)
+        weights.weight_hh.copy_(c * q)
+        weights.bias_ih.zero_()
+        weights.bias_hh.zero_()
         model.embedding.weight.mul_(1e-8)
     return model
 
@@ -68,7 +69,7 @@ def test_vanilla_jacobian_is_diag_fprime_times_w_hh():
     tokens, targets = torch.randint(9, (6, 1)), torch.randint(9, (6, 1))
     probe = run_probe(model, tokens, targets)
     measured = jacobian_norms(probe, max_sequences=1)[0]["norm"]
-    w_hh = model.rnn.weight_hh_l0.detach().double()
+    w_hh = model.rnn.layer_weights(0).weight_hh.detach().double()
     for t, norm in enumerate(measured):
         z = probe.trace.steps[0][t]["z"].detach()[0].double()
         exact = torch.linalg.matrix_norm((1 - torch.tanh(z) ** 2)[:, None] * w_hh, 2)
@@ -84,8 +85,8 @@ def test_gated_jacobians_match_torch_autograd(cell):
     for layer, entry in enumerate(layers):
         assert entry["state"] == ("(h, c)" if cell == "lstm" else "h") and entry["bound"] is None
         rnn_layer = torch.nn.LSTM(6 if layer else 4, 6) if cell == "lstm" else torch.nn.GRU(6 if layer else 4, 6)
-        rnn_layer.load_state_dict({k.replace(f"_l{layer}", "_l0"): v for k, v in model.rnn.state_dict().items()
-                                   if k.endswith(f"_l{layer}")})
+        rnn_layer.load_state_dict(dict(zip(["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"],
+                                           model.rnn.layer_weights(layer))))
         for t in range(1, 5):
             x = probe.trace.inputs[layer][t].detach()[:1].unsqueeze(0)  # (1, 1, I)
             h = probe.trace.hidden[layer][t - 1].detach()[:1]
@@ -135,7 +136,7 @@ def test_diagnosis_validates_against_the_schema(cell):
 def test_tanh_saturation_counts_large_preactivations():
     model = _linear_regime_rnn(1.0)
     with torch.no_grad():
-        model.rnn.bias_ih_l0.fill_(10.0)  # z = 10 + (|W_hh h| <= 1) + tiny input: every |z| > 5
+        model.rnn.layer_weights(0).bias_ih.fill_(10.0)  # z = 10 + (|W_hh h| <= 1) + tiny input: every |z| > 5
     diagnosis = diagnose(model, torch.randint(7, (5, 2)), torch.randint(7, (5, 2)))
     sat = diagnosis["layers"][0]["saturation"]
     assert sat["saturated_fraction"] > 0.9

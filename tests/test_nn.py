@@ -1,13 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.testing import assert_close
 
 from rnnlab.config import ModelConfig
-from rnnlab.data.batching import IGNORE_INDEX
 from rnnlab.models import RNNLanguageModel
-from rnnlab.nn import FullSoftmax, make_recurrent
+from rnnlab.nn import IGNORE_INDEX, FullSoftmax
 from rnnlab.nn.output import OutputLayer
 
 
@@ -39,15 +37,6 @@ def test_log_probs_are_normalised():
     assert_close(log_probs.exp().sum(-1), torch.ones(5))
 
 
-@pytest.mark.parametrize("cell, reference", [
-    ("lstm", nn.LSTM), ("gru", nn.GRU), ("rnn_tanh", nn.RNN), ("rnn_relu", nn.RNN)])
-def test_recurrent_stack_is_the_fused_torch_layer(cell, reference):
-    stack = make_recurrent(cell, 3, 5, 2, dropout=0.0)
-    assert type(stack) is reference and stack.num_layers == 2 and stack.hidden_size == 5
-    if reference is nn.RNN:
-        assert stack.nonlinearity == cell.removeprefix("rnn_")
-
-
 def test_uniform_init_covers_every_parameter_and_forget_bias_is_set():
     model = RNNLanguageModel.from_config(
         ModelConfig(hidden_size=6, embedding_dim=6, init="uniform", init_range=0.05, forget_bias=1.0), 11)
@@ -55,9 +44,11 @@ def test_uniform_init_covers_every_parameter_and_forget_bias_is_set():
         if "bias" in name and "rnn" in name:
             continue
         assert param.abs().max() <= 0.05, name
-    b = model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0
-    assert_close(b[6:12], torch.ones(6))
-    assert b[:6].abs().max() <= 0.1
+    for layer in range(model.rnn.num_layers):
+        weights = model.rnn.layer_weights(layer)
+        b = weights.bias_ih + weights.bias_hh
+        assert_close(b[6:12], torch.ones(6))
+        assert b[:6].abs().max() <= 0.1
 
 
 def test_tied_weights_share_one_parameter():
@@ -69,10 +60,14 @@ def test_tied_weights_share_one_parameter():
         RNNLanguageModel(11, embedding_dim=4, hidden_size=6, tie_weights=True)
 
 
-def test_model_loss_matches_manual_composition():
+def test_model_forward_returns_the_loss_of_the_manual_composition():
     model = RNNLanguageModel(11, cell="gru", embedding_dim=5, hidden_size=6, num_layers=2)
     tokens, targets = torch.randint(11, (4, 3)), torch.randint(11, (4, 3))
-    out, _ = model.loss(tokens, targets)
-    features, _ = model.rnn(model.embedding(tokens))
+    out = model(tokens, targets)
+    features, state = model.rnn(model.embedding(tokens))
     logits = model.output.logits(features.reshape(-1, 6))
     assert_close(out.loss, F.cross_entropy(logits, targets.reshape(-1), reduction="sum"))
+    assert out.tokens.item() == 12 and out.penalty.item() == 0.0
+    assert_close(out.state, state)
+    exact = model.exact_loss(tokens, targets)
+    assert_close(exact.loss, out.loss)

@@ -68,7 +68,7 @@ def test_sequence_model_loss_matches_the_tasks_definition(name):
     task = make_task(name, 12)
     model = SequenceModel.from_config(ModelConfig(cell="gru", num_layers=1, hidden_size=8, embedding_dim=4), task)
     inputs, targets = task.sample(5, seeded_generator(0))
-    out, _ = model.loss(inputs, targets)
+    out = model(inputs, targets)
     predictions = model.predict(inputs)
     if name == "adding":
         expected = F.mse_loss(predictions[-1, :, 0], targets, reduction="sum")
@@ -77,14 +77,14 @@ def test_sequence_model_loss_matches_the_tasks_definition(name):
     else:
         expected = F.cross_entropy(predictions[-1], targets, reduction="sum")
     torch.testing.assert_close(out.loss, expected)
-    assert model.step_costs(model(inputs)[0], targets).shape == (task.steps,)
+    assert model.step_costs(model.features(inputs)[0], targets).shape == (task.steps,)
 
 
 @pytest.mark.parametrize("kind", ["orthogonal", "identity", "default"])
 def test_recurrent_init_and_scale(kind):
     config = ModelConfig(cell="lstm", hidden_size=8, embedding_dim=8, recurrent_init=kind, recurrent_scale=1.7)
     model = RNNLanguageModel.from_config(config, 11)
-    for block in model.rnn.weight_hh_l1.detach().chunk(4, dim=0):
+    for block in model.rnn.layer_weights(1).weight_hh.detach().chunk(4, dim=0):
         assert float(torch.linalg.matrix_norm(block, 2)) == pytest.approx(1.7, rel=1e-5)
         if kind in ("orthogonal", "identity"):  # scaled orthogonal: W^T W = 1.7^2 I
             torch.testing.assert_close(block.t() @ block, 1.7**2 * torch.eye(8), atol=1e-5, rtol=0)

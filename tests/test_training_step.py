@@ -9,6 +9,7 @@ from torch.testing import assert_close
 from rnnlab.config import ModelConfig, TrainConfig
 from rnnlab.models import RNNLanguageModel
 from rnnlab.nn.recurrent import detach_state
+from rnnlab.nn.stack import WEIGHT_NAMES
 from rnnlab.training.loop import train_step
 from rnnlab.training.optim import make_optimizer
 
@@ -22,7 +23,8 @@ def _reference_from(model: RNNLanguageModel):
     linear = nn.Linear(H, V)
     with torch.no_grad():
         embedding.weight.copy_(model.embedding.weight)
-        lstm.load_state_dict(model.rnn.state_dict())
+        lstm.load_state_dict({f"{name}_l{k}": w for k in range(L)
+                              for name, w in zip(WEIGHT_NAMES, model.rnn.layer_weights(k))})
         linear.weight.copy_(model.output.weight)
         linear.bias.copy_(model.output.bias)
     return embedding, lstm, linear
@@ -60,8 +62,9 @@ def test_train_step_equals_plain_pytorch_step(loss_average, clip_norm):
     assert_close(model.embedding.weight, embedding.weight)
     assert_close(model.output.weight, linear.weight)
     assert_close(model.output.bias, linear.bias)
-    for name, param in lstm.named_parameters():
-        assert_close(getattr(model.rnn, name), param, msg=name)
+    for k in range(L):
+        for name, ours_param in zip(WEIGHT_NAMES, model.rnn.layer_weights(k)):
+            assert_close(ours_param, getattr(lstm, f"{name}_l{k}"), msg=f"{name}_l{k}")
     if clip_norm:
         assert norm > clip_norm, "the test must exercise clipping"
 
@@ -70,9 +73,9 @@ def test_train_step_equals_plain_pytorch_step(loss_average, clip_norm):
 def test_two_bptt_windows_with_carried_state_equal_one_long_pass(cell):
     model = RNNLanguageModel.from_config(ModelConfig(cell=cell, num_layers=2, hidden_size=H, embedding_dim=E), V)
     tokens = torch.randint(V, (2 * T, B))
-    whole, whole_state = model(tokens)
-    first, state = model(tokens[:T])
-    second, final_state = model(tokens[T:], detach_state(state))
+    whole, whole_state = model.features(tokens)
+    first, state = model.features(tokens[:T])
+    second, final_state = model.features(tokens[T:], detach_state(state))
     assert_close(torch.cat([first, second]), whole)
     for a, b in zip(detach_state(final_state) if cell == "lstm" else [final_state],
                     whole_state if cell == "lstm" else [whole_state]):
@@ -81,6 +84,42 @@ def test_two_bptt_windows_with_carried_state_equal_one_long_pass(cell):
 
 def test_detached_state_cuts_the_graph():
     model = RNNLanguageModel.from_config(ModelConfig(cell="lstm", hidden_size=H, embedding_dim=E), V)
-    _, state = model(torch.randint(V, (T, B)))
+    _, state = model.features(torch.randint(V, (T, B)))
     assert state[0].requires_grad
     assert not any(s.requires_grad for s in detach_state(state))
+
+
+def _ddp_rank(rank: int, world: int, init_file: str, out_dir: str, weights: dict, inputs, targets) -> None:
+    """One DistributedDataParallel rank: its own columns of the batch, one train_step through the wrapper."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = RNNLanguageModel(V, cell="lstm", embedding_dim=E, hidden_size=H, num_layers=L)
+        model.load_state_dict(weights)
+        wrapped = nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        columns = slice(rank * B, (rank + 1) * B)
+        train_step(wrapped, optimizer, inputs[:, columns], targets[:, columns], None, clip_norm=0.1,
+                   loss_average="tokens")
+        torch.save(model.state_dict(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_distributed_wrapper_sees_the_loss_and_synchronises_the_update(tmp_path):
+    """Two gloo ranks with B columns each take the step one process takes with all 2B columns."""
+    torch.manual_seed(0)
+    model = RNNLanguageModel(V, cell="lstm", embedding_dim=E, hidden_size=H, num_layers=L)
+    inputs, targets = torch.randint(V, (T, 2 * B)), torch.randint(V, (T, 2 * B))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), weights, inputs, targets),
+                                nprocs=2, join=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(model, optimizer, inputs, targets, None, clip_norm=0.1, loss_average="tokens")
+    for rank in range(2):
+        ranked = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, value in model.state_dict().items():
+            assert_close(ranked[name], value, msg=f"rank {rank}: {name}")
+    assert not torch.equal(model.state_dict()["output.weight"], weights["output.weight"])

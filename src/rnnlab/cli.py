@@ -177,6 +177,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.training.checkpoint import LATEST, load_checkpoint
     from rnnlab.training.trainer import Trainer
+    from rnnlab.training.workloads import check_data_option
 
     if args.resume:
         if args.preset or args.config:
@@ -199,8 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         extra = [f"data.path={args.data}"] if args.data else []
         config = load_config(args.preset, args.config, [*args.overrides, *extra])
-        if config.is_task and args.data:
-            raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")
+        check_data_option(config, args.data)
         run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None))
     config = _absolute_data_path(config)
 
@@ -224,50 +224,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnlab.data.batching import eval_stream
-    from rnnlab.data.corpus import load_split
     from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-    from rnnlab.training.loop import evaluate
     from rnnlab.training.trainer import resolve_device
+    from rnnlab.training.workloads import check_data_option, workload_class
 
     path = resolve_checkpoint_path(args.checkpoint)
-    payload = load_checkpoint(path)
-    config = Config.from_dict(payload["config"], source="checkpoint config")
-    if config.is_task:
-        return _eval_task(args, path, payload, config)
-    model, config, vocab = model_from_checkpoint(payload)
+    model, config, vocab = model_from_checkpoint(load_checkpoint(path))
+    check_data_option(config, args.data)
     if args.data:
         config = config.with_overrides({"data.path": args.data})
-    ids, oov = load_split(config.data, vocab, args.split)
-    stream = eval_stream(ids, args.batch_size or config.train.eval_batch_size, vocab.eos_id)
     model.to(resolve_device(args.device))
     bar = _eval_bar(args.split, enabled=not (args.quiet or args.json))
-    result = evaluate(model, stream, config.train.bptt, bar.update_to if bar else None)
+    metrics, line = workload_class(config).evaluate_checkpoint(
+        model, config, vocab, args.split, batch_size=args.batch_size, on_window=bar.update_to if bar else None)
     if bar:
         bar.close()
-    if args.json:
-        print(json.dumps({"checkpoint": str(path), "split": args.split, "loss": result.loss, "ppl": result.ppl,
-                          "tokens": result.tokens, "oov": oov}))
-    else:
-        print(f"{args.split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
-              f"{oov} out of vocabulary)")
-    return 0
-
-
-def _eval_task(args: argparse.Namespace, path: Path, payload: dict[str, Any], config: Config) -> int:
-    from rnnlab.training.trainer import resolve_device
-    from rnnlab.training.workloads import SyntheticTask
-
-    if args.data or args.batch_size:
-        raise ConfigError(f"--data and --batch-size apply to language models; {path} was trained on the "
-                          f"{config.task.name} task")
-    workload = SyntheticTask(config, resolve_device(args.device))
-    workload.model.load_state_dict(payload["model"])
-    metrics = workload.evaluate(args.split)
-    if args.json:
-        print(json.dumps({"checkpoint": str(path), "split": args.split, "task": config.task.name, **metrics}))
-    else:
-        print(f"{args.split} {workload.summary(metrics)}")
+    print(json.dumps({"checkpoint": str(path), "split": args.split, **metrics}) if args.json else line)
     return 0
 
 
@@ -278,7 +250,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from rnnlab.diagnostics.report import write_report
     from rnnlab.training.checkpoint import load_checkpoint, resolve_checkpoint_path
     from rnnlab.training.trainer import resolve_device
-    from rnnlab.training.workloads import build_workload
+    from rnnlab.training.workloads import build_workload, check_data_option
 
     device = resolve_device(args.device)
     extra = {"data.path": args.data} if args.data else {}
@@ -287,6 +259,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         payload = load_checkpoint(path)
         config = Config.from_dict(payload["config"], source="checkpoint config")
         config = config.with_overrides({**parse_overrides(args.overrides), **extra})
+        check_data_option(config, args.data)
         workload = build_workload(config, device)
         workload.check_checkpoint(payload, str(path))
         try:
@@ -297,11 +270,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.preset, args.config, args.overrides)
         config = config.with_overrides(extra) if extra else config
+        check_data_option(config, args.data)
         torch.manual_seed(config.train.seed)
         workload = build_workload(config, device)
         title = f"rnnlab diagnostics: untrained {args.preset or args.config or DEFAULT_PRESET}"
-    if config.is_task and args.data:
-        raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")
     inputs, targets = workload.probe_batch(args.batch or config.diagnostics.batch,
                                            args.length or config.diagnostics.length)
     diagnosis = diagnose(workload.model, inputs, targets, jacobian_sequences=args.jacobian_sequences)

@@ -4,6 +4,10 @@ Resolution order: dataclass defaults -> a preset (or a TOML file) -> ``--set sec
 Every field carries its help text and its allowed values, so validation, ``--help`` and the docs
 read from one place. The resolved config is written to each run directory and stored in every
 checkpoint (``Config.to_dict``), and ``Config.from_dict`` rebuilds it with the same validation.
+
+Configs carry a ``version``. When a key is renamed or moved, ``CONFIG_VERSION`` goes up and a step
+in ``MIGRATIONS`` rewrites older configs (run directories, checkpoints, users' files), so every run
+ever written still loads. A config without a version predates versions: it is version 1.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +34,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_PRESET = "ptb-small"
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+CONFIG_VERSION = 2
 
 
 def setting(
@@ -195,9 +200,10 @@ class Config:
     def is_task(self) -> bool:
         return self.task.name != "none"
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain data (str/int/float/bool/list/None) for checkpoints and JSON."""
-        out: dict[str, dict[str, Any]] = {}
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (str/int/float/bool/list/None) for checkpoints and JSON: ``version`` and one
+        table per section."""
+        out: dict[str, Any] = {"version": CONFIG_VERSION}
         for name in SECTIONS:
             section = getattr(self, name)
             out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
@@ -205,6 +211,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> Config:
+        """Validate and build; a config of an older version (no ``version``: 1) is migrated first."""
+        raw = migrate(raw, source)
         unknown = set(raw) - set(SECTIONS)
         if unknown:
             name = sorted(unknown)[0]
@@ -232,12 +240,45 @@ class Config:
         return Config.from_dict(raw, source="--set")
 
     def to_toml(self) -> str:
-        lines = []
-        for name, values in self.to_dict().items():
+        raw = self.to_dict()
+        lines = [f"version = {raw.pop('version')}", ""]
+        for name, values in raw.items():
             lines.append(f"[{name}]")
             lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items() if v is not None)
             lines.append("")
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- versions
+
+
+def rename_key(raw: dict[str, Any], old: str, new: str) -> None:
+    """A migration step's tool: move ``section.key`` ``old`` to ``new`` in raw tables, in place."""
+    old_section, old_key = _split_key(old)
+    table = raw.get(old_section)
+    if isinstance(table, dict) and old_key in table:
+        new_section, new_key = _split_key(new)
+        raw.setdefault(new_section, {})[new_key] = table.pop(old_key)
+
+
+# MIGRATIONS[v] turns the raw tables of a version-v config into version v + 1 (in place).
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], None]] = {
+    1: lambda raw: None,  # version 2 starts the numbering; its keys are version 1's
+}
+
+
+def migrate(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Raw tables of any known version -> raw tables of ``CONFIG_VERSION``, without ``version``."""
+    raw = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
+    version = raw.pop("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{source}: version must be a whole number >= 1, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"{source}: config version {version} is newer than this rnnlab reads ({CONFIG_VERSION}); "
+                          "upgrade rnnlab")
+    for step in range(version, CONFIG_VERSION):
+        MIGRATIONS[step](raw)
+    return raw
 
 
 # ---------------------------------------------------------------- loading
@@ -320,6 +361,7 @@ def load_config(
             raw = _merge(read_preset(base_name), raw)
     else:
         raw = read_preset(preset or DEFAULT_PRESET)
+        raw.setdefault("version", CONFIG_VERSION)  # presets ship with this code: always current
         source = f"preset {preset or DEFAULT_PRESET}"
     raw.pop("description", None)
     config = Config.from_dict(raw, source=source)
@@ -350,16 +392,25 @@ def _validate_section(section: str, obj: Any) -> None:
         object.__setattr__(obj, f.name, value)
         if value is None:
             continue
-        meta = f.metadata
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-        low, high = meta.get("low"), meta.get("high")
-        if low is not None and (value < low or (meta["low_open"] and value == low)):
-            raise ConfigError(f"{key} must be {'>' if meta['low_open'] else '>='} {low}, got {value!r}")
-        if high is not None and (value > high or (meta["high_open"] and value == high)):
-            raise ConfigError(f"{key} must be {'<' if meta['high_open'] else '<='} {high}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key} must be finite, got {value!r}")
+        # A list-valued key's bounds and choices hold for each of its items.
+        items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for index, item in items:
+            _check_value(key if index is None else f"{key}[{index}]", item, f.metadata)
+
+
+def _check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta["low_open"] and value == low)):
+        raise ConfigError(f"{key} must be {'>' if meta['low_open'] else '>='} {low}, got {value!r}")
+    if high is not None and (value > high or (meta["high_open"] and value == high)):
+        raise ConfigError(f"{key} must be {'<' if meta['high_open'] else '<='} {high}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+
+
+_TYPE_WORDS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -371,6 +422,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, args[0])
     if origin is tuple:
         item_types = typing.get_args(tp)
+        if len(item_types) == 2 and item_types[1] is Ellipsis:  # tuple[int, ...]: a list of any length
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key} expects a list ([...]) of {_TYPE_WORDS[item_types[0]]}, got {value!r}")
+            return tuple(_coerce(f"{key}[{i}]", v, item_types[0]) for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
             raise ConfigError(f"{key} expects a list of {len(item_types)} numbers, got {value!r}")
         return tuple(_coerce(key, v, t) for v, t in zip(value, item_types))

@@ -120,7 +120,7 @@ def _clipping_step(model: SequenceModel, inputs: torch.Tensor, targets: torch.Te
     """One SGD step's update size with and without clipping the global gradient norm (Pascanu 2013)."""
     lr = 0.1
     model.zero_grad()
-    out, _ = model.loss(inputs, targets)
+    out = model(inputs, targets)
     (out.loss / out.tokens).backward()
     params = [p for p in model.parameters() if p.grad is not None]
     norm = float(clip_gradients(params, clip))  # the pre-clip norm; the gradients are now clipped

@@ -7,6 +7,7 @@ import torch
 from rnnlab.data.tokenizers import Tokenizer
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.nn.mode import evaluating
 
 
 @torch.no_grad()
@@ -30,15 +31,13 @@ def generate(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     prompt_tokens = tokenizer.tokenize(prompt) if prompt else []
     prompt_ids, _ = vocab.encode(prompt_tokens)
     context = torch.cat([torch.tensor([vocab.eos_id]), prompt_ids]).to(device)
-    try:
-        features, state = model(context.unsqueeze(1))  # (T, 1) -> (T, 1, H)
+    with evaluating(model):
+        features, state = model.features(context.unsqueeze(1))  # (T, 1) -> (T, 1, H)
         sampled: list[int] = []
         for _ in range(tokens):
             log_probs = model.output.log_probs(features[-1]).squeeze(0).float().cpu()  # (V,)
@@ -48,7 +47,5 @@ def generate(
                 log_probs = log_probs.masked_fill(log_probs < threshold, float("-inf"))
             next_id = int(torch.multinomial(torch.softmax(log_probs, dim=-1), 1, generator=generator))
             sampled.append(next_id)
-            features, state = model(torch.tensor([[next_id]], device=device), state)
-    finally:
-        model.train(was_training)
+            features, state = model.features(torch.tensor([[next_id]], device=device), state)
     return tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))

@@ -26,8 +26,7 @@ from typing import NamedTuple
 import torch
 
 from rnnlab.errors import DataError
-
-IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
+from rnnlab.nn.output import IGNORE_INDEX
 
 
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:

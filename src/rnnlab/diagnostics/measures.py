@@ -4,9 +4,9 @@ Everything runs on a probe batch through the reference path (``rnnlab.nn.cells``
 own weights, in eval mode (no dropout), with ``torch.autograd.grad`` so no ``.grad`` is touched:
 measuring during training changes nothing about training.
 
-A model qualifies when it has ``rnn`` (a torch.nn RNN / LSTM / GRU), ``rnn_inputs(inputs)`` and
-``step_costs(features, targets) -> (T,)`` (the batch-averaged cost at each step): both
-``RNNLanguageModel`` and ``SequenceModel`` do.
+A model qualifies when it has ``rnn`` (a ``RecurrentStack``: its weights are read through
+``layer_weights(k)``), ``rnn_inputs(inputs)`` and ``step_costs(features, targets) -> (T,)`` (the
+batch-averaged cost at each step): every ``RecurrentModel`` does.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from rnnlab.nn.cells import (
     SIGMOID_GATES,
     SQUASHED,
     Trace,
-    cell_kind,
-    layer_weights,
     reference_forward,
     step_function,
 )
+from rnnlab.nn.mode import evaluating
 
 TANH_SATURATION = 5.0  # |z| above this: tanh'(z) < 2e-4 (the document's threshold)
 GATE_LOW, GATE_HIGH = 0.05, 0.95  # a sigmoid gate below/above these is saturated
@@ -51,17 +50,12 @@ class Probe:
 
 def run_probe(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Probe:
     """One reference pass from a zero state, keeping every intermediate in the graph."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            x = model.rnn_inputs(inputs).detach()  # the chain through time starts at the recurrent stack
-            trace = Trace()
-            features, _ = reference_forward(model.rnn, x, None, trace)
-            costs = model.step_costs(features, targets)
-    finally:
-        model.train(was_training)
-    return Probe(cell_kind(model.rnn), model.rnn, trace, costs)
+    with evaluating(model), torch.enable_grad():
+        x = model.rnn_inputs(inputs).detach()  # the chain through time starts at the recurrent stack
+        trace = Trace()
+        features, _ = reference_forward(model.rnn, x, None, trace)
+        costs = model.step_costs(features, targets)
+    return Probe(model.rnn.cell, model.rnn, trace, costs)
 
 
 # ---------------------------------------------------------------- 1. gradient flow through time
@@ -144,7 +138,7 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2
     lstm = probe.cell == "lstm"
     results = []
     for layer in range(len(probe.trace.hidden)):
-        weights = [None if w is None else w.detach() for w in layer_weights(probe.rnn, layer)]
+        weights = [None if w is None else w.detach() for w in probe.rnn.layer_weights(layer)]
         hidden_size = weights[1].size(1)
         s = min(max_sequences, probe.trace.hidden[layer][0].size(0))
         h0, c0 = probe.trace.initial[layer]
@@ -205,10 +199,10 @@ def matrix_spectrum(matrix: torch.Tensor, eigenvalues: bool = False) -> dict[str
 
 def recurrent_spectra(rnn: nn.Module, eigenvalues: bool = False) -> list[dict[str, Any]]:
     """Per layer: the whole W_hh and, for LSTM / GRU, each gate's (H, H) block."""
-    cell = cell_kind(rnn)
+    cell = rnn.cell
     results = []
     for layer in range(rnn.num_layers):
-        w_hh = layer_weights(rnn, layer)[1]
+        w_hh = rnn.layer_weights(layer).weight_hh
         gates = {}
         if cell in ("lstm", "gru"):
             for name, block in zip(GATES[cell], w_hh.chunk(len(GATES[cell]), dim=0)):

@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from rnnlab.config import ModelConfig
+from rnnlab.models.base import ModelOutput, RecurrentModel
 from rnnlab.nn.init import initialize
 from rnnlab.nn.output import OutputLoss, make_output_layer
-from rnnlab.nn.recurrent import State, make_recurrent
+from rnnlab.nn.recurrent import State
+from rnnlab.nn.stack import RecurrentStack
 
 
-class RNNLanguageModel(nn.Module):
+class RNNLanguageModel(RecurrentModel):
     def __init__(
         self,
         vocab_size: int,
@@ -36,7 +38,7 @@ class RNNLanguageModel(nn.Module):
         # Zaremba et al. 2014: dropout on the non-recurrent connections only (input, between
         # layers inside the stack, output); the recurrent h_{t-1} -> h_t path is left alone.
         self.input_dropout = nn.Dropout(dropout)
-        self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers, dropout)
+        self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, dropout)  # between layers
         self.output_dropout = nn.Dropout(dropout)
         self.output = make_output_layer(output, hidden_size, vocab_size)
         if tie_weights:
@@ -58,19 +60,25 @@ class RNNLanguageModel(nn.Module):
         initialize(model, config)
         return model
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def features(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens (T, B) -> features (T, B, H) for the output layer, and the final state."""
         hidden, state = self.rnn(self.rnn_inputs(tokens), state)  # (T, B, E) -> (T, B, H)
         return self.output_dropout(hidden), state
 
-    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None,
-             *, exact: bool = False) -> tuple[OutputLoss, State]:
-        """Summed loss over the window's targets (T, B). ``exact`` asks the output layer for the
-        normalised likelihood (evaluation) rather than its training objective."""
-        features, state = self(tokens, state)
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None) -> ModelOutput:
+        """The training objective over the window's targets (T, B): the output layer's loss, summed."""
+        return self._score(self.output, tokens, targets, state)
+
+    def exact_loss(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None) -> ModelOutput:
+        """The exact, normalised negative log-likelihood (evaluation), summed over the targets."""
+        return self._score(self.output.exact_loss, tokens, targets, state)
+
+    def _score(self, scorer, tokens: torch.Tensor, targets: torch.Tensor, state: State | None) -> ModelOutput:
+        features, state = self.features(tokens, state)
         flat = features.reshape(-1, features.size(-1))  # (T, B, H) -> (T*B, H) for the output layer
-        scorer = self.output.exact_loss if exact else self.output
-        return scorer(flat, targets.reshape(-1)), state
+        out: OutputLoss = scorer(flat, targets.reshape(-1))
+        penalty = out.penalty if out.penalty is not None else out.loss.new_zeros(())
+        return ModelOutput(out.loss, out.tokens, penalty, state)
 
     # Diagnostic hooks, shared with SequenceModel: the recurrent stack's inputs, and the cost at
     # each step computed from recurrent outputs (eval mode: no dropout).

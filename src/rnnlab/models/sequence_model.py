@@ -1,6 +1,6 @@
 """The model for synthetic tasks: inputs -> recurrent stack -> linear readout at every step.
 
-It offers the same ``loss(inputs, targets, state) -> (OutputLoss, state)`` as the language model,
+It offers the interface of every rnnlab model (``rnnlab.models.base``): the loss from ``forward``,
 so one trainer and one training step serve both, and the same diagnostic hooks (``rnn``,
 ``rnn_inputs``, ``step_costs``).
 """
@@ -12,12 +12,13 @@ from torch import nn
 
 from rnnlab.config import ModelConfig
 from rnnlab.data.synthetic import Task
+from rnnlab.models.base import ModelOutput, RecurrentModel
 from rnnlab.nn.init import initialize
-from rnnlab.nn.output import OutputLoss
-from rnnlab.nn.recurrent import State, make_recurrent
+from rnnlab.nn.recurrent import State
+from rnnlab.nn.stack import RecurrentStack
 
 
-class SequenceModel(nn.Module):
+class SequenceModel(RecurrentModel):
     def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
                  embedding_dim: int = 32, dropout: float = 0.0) -> None:
         super().__init__()
@@ -25,7 +26,7 @@ class SequenceModel(nn.Module):
         # Token inputs (copy, temporal order) go through an embedding; real-valued ones (adding) do not.
         self.embedding = nn.Embedding(task.input_vocab, embedding_dim) if task.input_vocab else None
         input_size = embedding_dim if task.input_vocab else task.input_dim
-        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers, dropout)  # between layers
+        self.rnn = RecurrentStack(cell, input_size, hidden_size, num_layers, dropout)  # between layers
         self.output_dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden_size, task.output_dim)
 
@@ -40,14 +41,17 @@ class SequenceModel(nn.Module):
         """(T, B) ids or (T, B, D) features -> (T, B, I) inputs of the recurrent stack."""
         return self.embedding(inputs) if self.embedding is not None else inputs
 
-    def forward(self, inputs: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """-> features (T, B, H) and the final state."""
+    def features(self, inputs: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """-> the stack's outputs (T, B, H) and the final state."""
         return self.rnn(self.rnn_inputs(inputs), state)
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None = None,
-             *, exact: bool = False) -> tuple[OutputLoss, State]:
-        features, state = self(inputs, state)
-        return self.task.loss(self.read(features), targets), state
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None = None) -> ModelOutput:
+        """The task's loss, summed over the scored steps."""
+        features, state = self.features(inputs, state)
+        out = self.task.loss(self.read(features), targets)
+        return ModelOutput(out.loss, out.tokens, out.loss.new_zeros(()), state)
+
+    exact_loss = forward  # the task's loss is exact
 
     def read(self, features: torch.Tensor) -> torch.Tensor:
         """(T, B, H) recurrent outputs -> (T, B, O) readouts."""
@@ -55,7 +59,7 @@ class SequenceModel(nn.Module):
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """(T, B, O) readouts at every step."""
-        return self.read(self(inputs)[0])
+        return self.read(self.features(inputs)[0])
 
     def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-step costs (T,) from the recurrent outputs: what gradient-flow diagnostics differentiate."""

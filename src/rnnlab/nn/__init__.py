@@ -1,6 +1,8 @@
-"""Building blocks: recurrent stacks (fused PyTorch layers) and output layers."""
+"""Building blocks: the recurrent stack (fused PyTorch layers), reference cells and output layers."""
 
-from rnnlab.nn.output import FullSoftmax, OutputLayer, OutputLoss
-from rnnlab.nn.recurrent import State, detach_state, make_recurrent
+from rnnlab.nn.output import IGNORE_INDEX, FullSoftmax, OutputLayer, OutputLoss
+from rnnlab.nn.recurrent import State, detach_state
+from rnnlab.nn.stack import LayerWeights, RecurrentStack
 
-__all__ = ["FullSoftmax", "OutputLayer", "OutputLoss", "State", "detach_state", "make_recurrent"]
+__all__ = ["IGNORE_INDEX", "FullSoftmax", "LayerWeights", "OutputLayer", "OutputLoss", "RecurrentStack", "State",
+           "detach_state"]

@@ -1,10 +1,10 @@
 """Reference recurrent cells, one time step at a time, written from their equations.
 
-They use ``torch.nn.RNN / LSTM / GRU``'s parameter names, shapes and gate order, so the reference
-path runs on the very weights of a model's fused layer: ``reference_forward(model.rnn, x)`` equals
-``model.rnn(x)`` (tested), but every h_t, c_t, gate and pre-activation is a tensor in the graph that
-diagnostics can read and differentiate. It is slow (a Python loop over time); training uses the
-fused layers.
+They use ``torch.nn.RNN / LSTM / GRU``'s parameter layout and gate order, and read a stack's weights
+through ``layer_weights(k)``, so the reference path runs on the very weights of a model's
+``RecurrentStack``: ``reference_forward(model.rnn, x)`` equals ``model.rnn(x)`` in eval mode (tested),
+but every h_t, c_t, gate and pre-activation is a tensor in the graph that diagnostics can read and
+differentiate. It is slow (a Python loop over time); training uses the fused layers.
 
 Equations (W_ih is (G*H, I), W_hh is (G*H, H), gate blocks stacked in this order):
 
@@ -25,25 +25,13 @@ import torch
 from torch import nn
 
 from rnnlab.nn.recurrent import State
+from rnnlab.nn.stack import LayerWeights
 
 # The blocks of W_ih / W_hh rows in torch.nn's order, the pre-activations that go through tanh (relu),
 # and the sigmoid gates, by cell: the one place that knows each cell's layout.
 GATES = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 SQUASHED = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("z_g", "c"), "gru": ("z_n",)}
 SIGMOID_GATES = {"rnn_tanh": (), "rnn_relu": (), "lstm": ("i", "f", "o"), "gru": ("r", "z")}
-
-
-def cell_kind(rnn: nn.Module) -> str:
-    """``rnn_tanh``, ``rnn_relu``, ``lstm`` or ``gru`` for a torch.nn recurrent layer or a ReferenceRNN."""
-    if isinstance(rnn, ReferenceRNN):
-        return rnn.cell
-    if isinstance(rnn, nn.LSTM):
-        return "lstm"
-    if isinstance(rnn, nn.GRU):
-        return "gru"
-    if isinstance(rnn, nn.RNN):
-        return f"rnn_{rnn.nonlinearity}"
-    raise TypeError(f"not a recurrent layer: {type(rnn).__name__}")
 
 
 # ---------------------------------------------------------------- one step of each cell
@@ -114,29 +102,22 @@ class Trace:
     steps: list[list[dict[str, torch.Tensor]]] = field(default_factory=list)
 
 
-def layer_weights(rnn: nn.Module, layer: int) -> tuple[torch.Tensor, ...]:
-    """(w_ih, w_hh, b_ih, b_hh) of one layer, by torch.nn's names (biases None when absent)."""
-    get = lambda name: getattr(rnn, f"{name}_l{layer}", None)  # noqa: E731
-    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
-
-
 def reference_forward(
     rnn: nn.Module,
     input: torch.Tensor,
     hx: State | None = None,
     trace: Trace | None = None,
 ) -> tuple[torch.Tensor, State]:
-    """Run ``rnn`` (torch.nn.RNN / LSTM / GRU or ReferenceRNN) step by step on input (T, B, I).
+    """Run a stack (``RecurrentStack`` or ``ReferenceRNN``: anything with ``cell``, ``num_layers``,
+    ``hidden_size`` and ``layer_weights(k)``) step by step on input (T, B, I).
 
-    Same results as the fused layer in eval mode (dropout between layers is not applied: the
+    Same results as the fused stack in eval mode (dropout between layers is not applied: the
     reference path exists for measurement). Fills ``trace`` when one is given.
     """
-    cell = cell_kind(rnn)
+    cell = rnn.cell
     step = step_function(cell)
     steps, batch = input.shape[0], input.shape[1]
     layers, hidden_size = rnn.num_layers, rnn.hidden_size
-    if getattr(rnn, "batch_first", False) or getattr(rnn, "bidirectional", False) or getattr(rnn, "proj_size", 0):
-        raise ValueError("the reference path covers time-major, unidirectional layers without projections")
     zeros = input.new_zeros(layers, batch, hidden_size)
     if cell == "lstm":
         h0, c0 = hx if hx is not None else (zeros, zeros)
@@ -145,7 +126,7 @@ def reference_forward(
     layer_input = list(input.unbind(0))
     final_h, final_c = [], []
     for layer in range(layers):
-        weights = layer_weights(rnn, layer)
+        weights = rnn.layer_weights(layer)
         h, c = h0[layer], (c0[layer] if c0 is not None else None)
         if trace is not None:
             trace.inputs.append(layer_input)
@@ -194,6 +175,10 @@ class ReferenceRNN(nn.Module):
         bound = 1 / math.sqrt(self.hidden_size)  # torch.nn's default
         for param in self.parameters():
             nn.init.uniform_(param, -bound, bound)
+
+    def layer_weights(self, layer: int) -> LayerWeights:
+        get = lambda name: getattr(self, f"{name}_l{layer}", None)  # noqa: E731
+        return LayerWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
 
     def forward(self, input: torch.Tensor, hx: State | None = None, trace: Trace | None = None):
         return reference_forward(self, input, hx, trace)

@@ -1,4 +1,4 @@
-"""Weight initialisation shared by every model with a recurrent stack at ``model.rnn``."""
+"""Weight initialisation shared by every model with a ``RecurrentStack`` at ``model.rnn``."""
 
 from __future__ import annotations
 
@@ -22,15 +22,14 @@ def initialize(model: nn.Module, config: ModelConfig) -> None:
     rnn = model.rnn
     blocks = len(GATES[config.cell])
     for layer in range(rnn.num_layers):
-        w_hh = getattr(rnn, f"weight_hh_l{layer}")
-        for block in w_hh.chunk(blocks, dim=0):  # views: (H, H) per gate, in torch's gate order
+        weights = rnn.layer_weights(layer)
+        for block in weights.weight_hh.chunk(blocks, dim=0):  # views: (H, H) per gate, in torch's gate order
             init_recurrent_block(block, config.recurrent_init, config.recurrent_scale)
-    if config.forget_bias is not None:
-        hidden = rnn.hidden_size
-        for layer in range(rnn.num_layers):
+        if config.forget_bias is not None:
             # Gate order i, f, g, o: rows [H, 2H) are the forget gate; b_ih + b_hh is what acts.
-            getattr(rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden] = config.forget_bias
-            getattr(rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden] = 0.0
+            hidden = rnn.hidden_size
+            weights.bias_ih[hidden : 2 * hidden] = config.forget_bias
+            weights.bias_hh[hidden : 2 * hidden] = 0.0
 
 
 @torch.no_grad()

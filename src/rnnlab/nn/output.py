@@ -4,7 +4,7 @@ Every output layer implements the same interface, so the model and trainer never
 they hold:
 
 - ``forward(hidden (N, H), targets (N,)) -> OutputLoss``: the training loss, summed over tokens.
-  A sampled or NCE layer may return an approximation here.
+  A sampled or NCE layer may return an approximation here, and a penalty term the model passes on.
 - ``exact_loss(hidden, targets) -> OutputLoss``: the exact, normalised negative log-likelihood,
   used by evaluation whatever the training loss was.
 - ``log_probs(hidden (N, H)) -> (N, V)``: exact log-probabilities, for generation.
@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.data.batching import IGNORE_INDEX
+IGNORE_INDEX = -100  # F.cross_entropy's default: a target that is not scored (evaluation's padding)
+
 
 
 class OutputLoss(NamedTuple):
     loss: torch.Tensor  # scalar: negative log-likelihood summed over the scored tokens
     tokens: torch.Tensor  # scalar int64: how many tokens were scored
+    penalty: torch.Tensor | None = None  # a training-only term added after averaging (None: none)
 
 
 class OutputLayer(nn.Module):

@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rnnlab.config import Config
-from rnnlab.data.synthetic import make_task
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.io import atomic_torch_save
-from rnnlab.models.language_model import RNNLanguageModel
-from rnnlab.models.sequence_model import SequenceModel
+from rnnlab.models.base import RecurrentModel
+from rnnlab.nn.stack import multilayer_to_stack_keys
+from rnnlab.training.workloads import workload_class
 
-FORMAT_VERSION = 1
+# 1: one multi-layer torch.nn module at model.rnn (keys rnn.weight_ih_l{k}), config without a version.
+# 2: the RecurrentStack (keys rnn.layers.{k}.weight_ih_l0), versioned config.
+FORMAT_VERSION = 2
 BEST = "best.pt"
 LATEST = "latest.pt"
 
@@ -60,19 +61,24 @@ def load_checkpoint(path: str | Path, default_name: str = BEST) -> dict[str, Any
     for key in ("config", "model"):
         if key not in payload:
             raise CheckpointError(f"{path} lacks {key!r}; it is not a complete rnnlab checkpoint")
+    return upgrade(payload)
+
+
+def upgrade(payload: dict[str, Any]) -> dict[str, Any]:
+    """An older format's payload in today's format, one step at a time (the config migrates itself
+    in ``Config.from_dict``)."""
+    if payload["format_version"] == 1:
+        payload["model"] = multilayer_to_stack_keys(payload["model"], prefix="rnn.")
+        payload["format_version"] = 2
     return payload
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> tuple[nn.Module, Config, Vocabulary | None]:
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[RecurrentModel, Config, Vocabulary | None]:
     """Rebuild the model (on the CPU), its config and, for language models, the vocabulary."""
     try:
         config = Config.from_dict(payload["config"], source="checkpoint config")
-        if config.is_task:
-            vocab = None
-            model: nn.Module = SequenceModel.from_config(config.model, make_task(config.task.name, config.task.length))
-        else:
-            vocab = Vocabulary.from_dict(payload["vocab"])
-            model = RNNLanguageModel.from_config(config.model, len(vocab))
+        vocab = Vocabulary.from_dict(payload["vocab"]) if "vocab" in payload else None
+        model = workload_class(config).new_model(config, vocab)
         model.load_state_dict(payload["model"])
     except RnnlabError:
         raise

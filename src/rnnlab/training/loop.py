@@ -9,7 +9,8 @@ from typing import NamedTuple
 import torch
 
 from rnnlab.data.batching import EvalStream
-from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.base import RecurrentModel
+from rnnlab.nn.mode import evaluating
 from rnnlab.nn.recurrent import State, detach_state
 
 
@@ -21,7 +22,7 @@ class StepResult(NamedTuple):
 
 
 def train_step(
-    model: RNNLanguageModel,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -30,15 +31,18 @@ def train_step(
     clip_norm: float,
     loss_average: str,
 ) -> StepResult:
-    """Forward, backward, clip, update. No host synchronisation: values stay on the device."""
+    """Forward, backward, clip, update. No host synchronisation: values stay on the device.
+
+    ``model`` is a ``RecurrentModel`` or a wrapper of one (DistributedDataParallel): the loss comes
+    from calling it, so the wrapper sees the whole graph."""
     optimizer.zero_grad(set_to_none=True)
-    out, state = model.loss(inputs, targets, state)
+    out = model(inputs, targets, state)
     # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
     divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
-    (out.loss / divisor).backward()
+    (out.loss / divisor + out.penalty).backward()
     grad_norm = clip_gradients(model.parameters(), clip_norm)
     optimizer.step()
-    return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state))
+    return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(out.state))
 
 
 def clip_gradients(params, max_norm: float) -> torch.Tensor:
@@ -57,28 +61,25 @@ class EvalResult(NamedTuple):
 
 @torch.no_grad()
 def evaluate(
-    model: RNNLanguageModel,
+    model: RecurrentModel,
     stream: EvalStream,
     bptt: int,
     on_window: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Exact perplexity over every token of the stream, the state carried across windows."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     inputs, targets = stream.inputs.to(device), stream.targets.to(device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     state: State | None = None
     rows = inputs.size(0)
     windows = -(-rows // bptt)
-    try:
+    with evaluating(model):
         for index, begin in enumerate(range(0, rows, bptt)):
-            out, state = model.loss(inputs[begin : begin + bptt], targets[begin : begin + bptt], state, exact=True)
+            out = model.exact_loss(inputs[begin : begin + bptt], targets[begin : begin + bptt], state)
             total += out.loss.double()
+            state = out.state
             if on_window is not None:
                 on_window(index + 1, windows)
-    finally:
-        model.train(was_training)
     loss = total.item() / stream.tokens
     return EvalResult(loss, _perplexity(loss), stream.tokens)
 

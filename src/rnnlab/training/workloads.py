@@ -8,6 +8,9 @@ everything that depends on the kind of problem:
 - ``SyntheticTask``: adding / copy / temporal order; a fresh seeded batch every step (full BPTT
   over each sequence, no carried state), fixed seeded valid and test sets, the task's metric next
   to its "not learned" baseline.
+
+``workload_class(config)`` is the one place that tells the two apart: training, checkpoints and the
+command line all ask it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from rnnlab.config import Config
 from rnnlab.data.batching import batchify, eval_stream, num_windows, window
-from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.corpus import Corpus, load_corpus, load_split
 from rnnlab.data.synthetic import Task, make_task, seeded_generator
-from rnnlab.errors import CheckpointError
+from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.models.base import RecurrentModel
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.sequence_model import SequenceModel
+from rnnlab.nn.mode import evaluating
 from rnnlab.training.loop import evaluate
 
 Metrics = dict[str, Any]
@@ -33,9 +38,22 @@ EvalProgress = Callable[[int, int], None]
 
 
 class Workload:
-    model: nn.Module
+    model: RecurrentModel
     windows_per_epoch: int
     carries_state: bool  # True: the recurrent state flows from one window into the next
+    reads_corpus: bool  # False: the data comes from a generator, and data.path / --data mean nothing
+
+    @staticmethod
+    def new_model(config: Config, vocab: Vocabulary | None) -> RecurrentModel:
+        """A freshly initialised model for ``config`` (draws from the global torch RNG: seed first)."""
+        raise NotImplementedError
+
+    @classmethod
+    def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
+                            batch_size: int | None = None, on_window: EvalProgress | None = None,
+                            ) -> tuple[Metrics, str]:
+        """A checkpoint's model on ``split`` of ``config``'s data: the metrics and one line saying them."""
+        raise NotImplementedError
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of training window ``index`` of ``epoch``, on the model's device."""
@@ -64,18 +82,34 @@ class Workload:
 
 class LanguageModelling(Workload):
     carries_state = True
+    reads_corpus = True
 
     def __init__(self, config: Config, device: torch.device, corpus: Corpus | None = None) -> None:
         self.config = config
         self.corpus = corpus if corpus is not None else load_corpus(config.data)
         self.device = device
-        self.model = RNNLanguageModel.from_config(config.model, len(self.corpus.vocab)).to(device)
+        self.model = self.new_model(config, self.corpus.vocab).to(device)
         train = config.train
         self.train_data = batchify(self.corpus.splits["train"], train.batch_size).to(device)
         self.windows_per_epoch = num_windows(self.train_data.size(0), train.bptt)
         eos = self.corpus.vocab.eos_id
         self.streams = {split: eval_stream(self.corpus.splits[split], train.eval_batch_size, eos)
                         for split in ("valid", "test")}
+
+    @staticmethod
+    def new_model(config: Config, vocab: Vocabulary | None) -> RNNLanguageModel:
+        if vocab is None:
+            raise CheckpointError("a language model needs its vocabulary; the checkpoint holds none")
+        return RNNLanguageModel.from_config(config.model, len(vocab))
+
+    @classmethod
+    def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
+        ids, oov = load_split(config.data, vocab, split)
+        stream = eval_stream(ids, batch_size or config.train.eval_batch_size, vocab.eos_id)
+        result = evaluate(model, stream, config.train.bptt, on_window)
+        line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
+                f"{oov} out of vocabulary)")
+        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}, line
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return window(self.train_data, self.config.train.bptt, index)
@@ -106,18 +140,32 @@ class LanguageModelling(Workload):
 
 class SyntheticTask(Workload):
     carries_state = False
+    reads_corpus = False
     EVAL_CHUNK = 500  # sequences per forward pass in evaluation
 
-    def __init__(self, config: Config, device: torch.device) -> None:
+    def __init__(self, config: Config, device: torch.device, corpus: Corpus | None = None,
+                 model: RecurrentModel | None = None) -> None:
         self.config = config
         self.device = device
         self.task: Task = make_task(config.task.name, config.task.length)
-        self.model = SequenceModel.from_config(config.model, self.task).to(device)
+        self.model = (model if model is not None else self.new_model(config, None)).to(device)
         self.windows_per_epoch = config.task.steps_per_epoch
         seed, n = config.train.seed, config.task.eval_sequences
         # Distinct seed streams: training batches (0, ...), valid (1), test (2), probe (3).
         self.sets = {"valid": self.task.sample(n, seeded_generator(seed, 1)),
                      "test": self.task.sample(n, seeded_generator(seed, 2))}
+
+    @staticmethod
+    def new_model(config: Config, vocab: Vocabulary | None) -> SequenceModel:
+        return SequenceModel.from_config(config.model, make_task(config.task.name, config.task.length))
+
+    @classmethod
+    def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
+        if batch_size:
+            raise ConfigError(f"--batch-size applies to language models, not to the {config.task.name} task")
+        workload = cls(config, next(model.parameters()).device, model=model)
+        metrics = workload.evaluate(split, on_window)
+        return {"task": config.task.name, **metrics}, f"{split} {workload.summary(metrics)}"
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         generator = seeded_generator(self.config.train.seed, 0, epoch, index)
@@ -127,18 +175,14 @@ class SyntheticTask(Workload):
     @torch.no_grad()
     def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
         inputs, targets = self.sets[split]
-        was_training = self.model.training
-        self.model.eval()
         chunks = []
         total = -(-inputs.size(1) // self.EVAL_CHUNK)
-        try:
+        with evaluating(self.model):
             for index, begin in enumerate(range(0, inputs.size(1), self.EVAL_CHUNK)):
                 chunk = inputs[:, begin : begin + self.EVAL_CHUNK].to(self.device)
                 chunks.append(self.model.predict(chunk).float().cpu())  # (T, b, O)
                 if on_window is not None:
                     on_window(index + 1, total)
-        finally:
-            self.model.train(was_training)
         return {**self.task.evaluate(torch.cat(chunks, dim=1), targets), "sequences": inputs.size(1)}
 
     def summary(self, metrics: Metrics) -> str:
@@ -151,7 +195,16 @@ class SyntheticTask(Workload):
         return inputs.to(self.device), targets.to(self.device)
 
 
+def workload_class(config: Config) -> type[Workload]:
+    """The kind of problem ``config`` describes: the one place that asks ``config.is_task``."""
+    return SyntheticTask if config.is_task else LanguageModelling
+
+
 def build_workload(config: Config, device: torch.device, corpus: Corpus | None = None) -> Workload:
-    if config.is_task:
-        return SyntheticTask(config, device)
-    return LanguageModelling(config, device, corpus)
+    return workload_class(config)(config, device, corpus)
+
+
+def check_data_option(config: Config, data: str | None) -> None:
+    """Refuse --data for a problem that reads no corpus."""
+    if data and not workload_class(config).reads_corpus:
+        raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")

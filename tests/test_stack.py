@@ -1,0 +1,104 @@
+"""The recurrent stack against torch.nn's multi-layer modules holding the same weights."""
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from rnnlab.nn.stack import WEIGHT_NAMES, RecurrentStack, multilayer_to_stack_keys
+
+T, B, I, H, L = 6, 3, 4, 5, 3  # noqa: E741 (I: input size)
+
+TORCH_MODULES = {
+    "rnn_tanh": lambda dropout=0.0: nn.RNN(I, H, L, nonlinearity="tanh", dropout=dropout),
+    "rnn_relu": lambda dropout=0.0: nn.RNN(I, H, L, nonlinearity="relu", dropout=dropout),
+    "lstm": lambda dropout=0.0: nn.LSTM(I, H, L, dropout=dropout),
+    "gru": lambda dropout=0.0: nn.GRU(I, H, L, dropout=dropout),
+}
+
+
+def _parts(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def _pair(cell):
+    """A torch.nn multi-layer module and a stack loaded from its state_dict (torch.nn's key names)."""
+    reference = TORCH_MODULES[cell]()
+    stack = RecurrentStack(cell, I, H, L)
+    stack.load_state_dict(reference.state_dict())
+    return reference, stack
+
+
+@pytest.mark.parametrize("cell", list(TORCH_MODULES))
+def test_stack_equals_torch_multilayer_module_in_outputs_states_and_gradients(cell):
+    reference, stack = _pair(cell)
+    x = torch.randn(T, B, I, requires_grad=True)
+    h0 = torch.randn(L, B, H, requires_grad=True)
+    state = (h0, torch.randn(L, B, H, requires_grad=True)) if cell == "lstm" else h0
+
+    out_ref, state_ref = reference(x, state)
+    out, final = stack(x, state)
+    assert_close(out, out_ref)
+    for ours, theirs in zip(_parts(final), _parts(state_ref)):
+        assert ours.shape == (L, B, H)
+        assert_close(ours, theirs)
+
+    # gradients through outputs and final states, to the weights, the input and the initial state
+    weights = [torch.randn_like(t) for t in [out_ref, *_parts(state_ref)]]
+    inputs = [x, *_parts(state)]
+    ref_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, [out_ref, *_parts(state_ref)])),
+                                    [*inputs, *reference.parameters()])
+    our_params = [p for k in range(L) for p in stack.layer_weights(k)]
+    our_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, [out, *_parts(final)])),
+                                    [*inputs, *our_params])
+    names = ["input", "h0", "c0"][: len(inputs)] + [n for n, _ in reference.named_parameters()]
+    for name, ours, theirs in zip(names, our_grads, ref_grads):
+        assert_close(ours, theirs, msg=name)
+
+
+@pytest.mark.parametrize("cell", list(TORCH_MODULES))
+def test_between_layer_dropout_is_torchs_dropout_argument(cell):
+    """Same seed, same weights: the stack's between-layer dropout draws the masks torch.nn's does."""
+    reference = TORCH_MODULES[cell](dropout=0.4)
+    stack = RecurrentStack(cell, I, H, L, dropout=0.4)
+    stack.load_state_dict(reference.state_dict())
+    x = torch.randn(T, B, I)
+    torch.manual_seed(3)
+    out_ref, _ = reference(x)
+    torch.manual_seed(3)
+    out, _ = stack(x)
+    assert_close(out, out_ref)
+    torch.manual_seed(4)
+    assert not torch.allclose(stack(x)[0], out), "dropout must act in training mode"
+    stack.eval()
+    assert_close(stack(x)[0], stack(x)[0])
+
+
+def test_layer_weights_are_the_parameters_in_torch_layout():
+    stack = RecurrentStack("gru", I, H, 2)
+    params = {id(p) for p in stack.parameters()}
+    for k in range(2):
+        weights = stack.layer_weights(k)
+        assert all(id(w) in params for w in weights)
+        assert weights.weight_ih.shape == (3 * H, I if k == 0 else H) and weights.weight_hh.shape == (3 * H, H)
+    x = torch.randn(T, B, I)
+    before = stack(x)[0]
+    with torch.no_grad():
+        stack.layer_weights(1).weight_hh.zero_()
+    assert not torch.allclose(stack(x)[0], before)
+    assert RecurrentStack("lstm", I, H, 1, bias=False).layer_weights(0).bias_hh is None
+
+
+def test_multilayer_keys_map_to_the_stacks_and_back_in_order():
+    reference, stack = _pair("lstm")
+    mapped = multilayer_to_stack_keys({f"rnn.{k}": v for k, v in reference.state_dict().items()}, prefix="rnn.")
+    assert list(mapped) == [f"rnn.layers.{k}.{name}_l0" for k in range(L) for name in WEIGHT_NAMES]
+    assert list(stack.state_dict()) == [key[len("rnn."):] for key in mapped]
+    assert multilayer_to_stack_keys({"embedding.weight": 1}, prefix="rnn.") == {"embedding.weight": 1}
+
+
+def test_stack_refuses_an_unknown_cell_and_zero_layers():
+    with pytest.raises(ValueError, match="unknown cell 'lstmm'"):
+        RecurrentStack("lstmm", I, H)
+    with pytest.raises(ValueError, match="num_layers must be >= 1"):
+        RecurrentStack("lstm", I, H, 0)
