@@ -30,7 +30,7 @@ from torch import nn
 from rnnlab.config import TrainConfig, load_config
 from rnnlab.data import batchify, load_corpus
 from rnnlab.models import RNNLanguageModel
-from rnnlab.nn.stack import WEIGHT_NAMES, RecurrentStack
+from rnnlab.nn.stack import RecurrentStack
 from rnnlab.training.loop import train_step
 from rnnlab.training.optim import make_optimizer
 
@@ -38,9 +38,7 @@ from rnnlab.training.optim import make_optimizer
 def multilayer_copy(stack: RecurrentStack, dropout: float) -> nn.LSTM:
     """An nn.LSTM with ``stack``'s weights under torch.nn's multi-layer names."""
     module = nn.LSTM(stack.input_size, stack.hidden_size, stack.num_layers, dropout=dropout)
-    weights = {f"{name}_l{k}": w for k in range(stack.num_layers)
-               for name, w in zip(WEIGHT_NAMES, stack.layer_weights(k))}
-    module.load_state_dict(weights)
+    module.load_state_dict(stack.multilayer_state_dict())
     return module
 
 

@@ -15,7 +15,15 @@ stored in every checkpoint.
 
 Values on the command line are read as TOML when they parse as TOML (`1e-3`, `true`, `[0.8, 0.1, 0.1]`)
 and as plain strings otherwise (`data.level=char`). `none` clears an optional key such as
-`model.forget_bias`. When `task.name` is not `none`, the `[data]` table is not used.
+`model.forget_bias`. When `task.name` is not `none`, the `[data]` table is not used. List-valued keys
+(`[...]`) may be fixed-length (`data.split`: three fractions) or of any length (the per-layer keys); their
+bounds hold for every item, and an error names the item (`model.x[2] must be >= 1`).
+
+**Versions.** A config carries a top-level `version` (written first in `RUN_DIR/config.toml` and stored in
+every checkpoint). When a key is renamed or moved, the version goes up and rnnlab migrates older configs on
+load, so run directories and checkpoints written by any earlier rnnlab still evaluate and resume. A file
+without `version` is read as version 1 (the keys before versions began, which are today's keys); a version
+newer than the installed rnnlab reads is refused with one line.
 """
 
 if __name__ == "__main__":

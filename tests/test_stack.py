@@ -95,6 +95,9 @@ def test_multilayer_keys_map_to_the_stacks_and_back_in_order():
     assert list(mapped) == [f"rnn.layers.{k}.{name}_l0" for k in range(L) for name in WEIGHT_NAMES]
     assert list(stack.state_dict()) == [key[len("rnn."):] for key in mapped]
     assert multilayer_to_stack_keys({"embedding.weight": 1}, prefix="rnn.") == {"embedding.weight": 1}
+    back = stack.multilayer_state_dict()
+    assert list(back) == list(reference.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in reference.state_dict().items())
 
 
 def test_stack_refuses_an_unknown_cell_and_zero_layers():

@@ -23,8 +23,7 @@ def _reference_from(model: RNNLanguageModel):
     linear = nn.Linear(H, V)
     with torch.no_grad():
         embedding.weight.copy_(model.embedding.weight)
-        lstm.load_state_dict({f"{name}_l{k}": w for k in range(L)
-                              for name, w in zip(WEIGHT_NAMES, model.rnn.layer_weights(k))})
+        lstm.load_state_dict(model.rnn.multilayer_state_dict())
         linear.weight.copy_(model.output.weight)
         linear.bias.copy_(model.output.bias)
     return embedding, lstm, linear

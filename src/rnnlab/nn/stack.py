@@ -92,6 +92,11 @@ class RecurrentStack(nn.Module):
         get = lambda name: getattr(module, f"{name}_l0", None)  # noqa: E731
         return LayerWeights(*(get(name) for name in WEIGHT_NAMES))
 
+    def multilayer_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under torch.nn's multi-layer names: ``nn.LSTM(I, H, L).load_state_dict(...)`` takes it."""
+        return {f"{name}_l{k}": weight for k in range(self.num_layers)
+                for name, weight in zip(WEIGHT_NAMES, self.layer_weights(k)) if weight is not None}
+
     def extra_repr(self) -> str:
         return f"cell={self.cell!r}, input_size={self.input_size}, hidden_size={self.hidden_size}, " \
                f"num_layers={self.num_layers}"
