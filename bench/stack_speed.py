@@ -95,9 +95,9 @@ def main() -> None:
         m, t = config.model, config.train
         steps = args.steps or (150 if m.hidden_size <= 200 else 40)
         torch.manual_seed(t.seed)
-        new = RNNLanguageModel.from_config(m, len(corpus.vocab))
+        new = RNNLanguageModel.from_config(m, len(corpus.vocab), config.regularization)
         old = copy.deepcopy(new)
-        old.rnn = multilayer_copy(new.rnn, m.dropout if m.num_layers > 1 else 0.0)
+        old.rnn = multilayer_copy(new.rnn, config.regularization.hidden_dropout if m.num_layers > 1 else 0.0)
         columns = batchify(corpus.splits["train"], t.batch_size)
         x = torch.randn(t.bptt, t.batch_size, m.embedding_dim)
         comparisons = {

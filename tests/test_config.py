@@ -36,7 +36,9 @@ def test_ptb_presets_are_zaremba_2014(name):
     assert config.train.bptt == bptt and config.train.batch_size == 20
     assert config.train.schedule == "zaremba" and config.train.full_lr_epochs == full
     assert config.train.lr_decay == pytest.approx(decay) and config.train.epochs == epochs
-    assert config.model.dropout == dropout and not config.model.tie_weights
+    reg = config.regularization
+    assert reg.input_dropout == reg.hidden_dropout == reg.output_dropout == dropout and not config.model.tie_weights
+    assert reg.dropout_kind == "standard" and reg.recurrent_dropout == reg.weight_drop == reg.embedding_dropout == 0
     assert config.model.hidden_size == config.model.embedding_dim == hidden and config.model.num_layers == 2
     assert config.train.loss_average == "sequences"  # the paper's lr 1 / clip 5 assume it
     assert read_preset(name)["description"]
@@ -68,7 +70,8 @@ def test_overrides_are_typed():
     ("model.cell=transformer", "model.cell must be one of"),
     ("model.tie_weights=maybe", "expects true or false"),
     ("train.lr", "section.key=value"),
-    ("model.dropout=1.0", "must be < 1.0"),
+    ("regularization.hidden_dropout=1.0", "must be < 1.0"),
+    ("model.dropout=0.5", "it moved: write regularization.input_dropout"),
     ("data.split=[0.5, 0.1, 0.1]", "summing to 1"),
     ("train.device=gpu", "train.device"),
 ])

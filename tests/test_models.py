@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rnnlab.config import ModelConfig
+from rnnlab.config import ModelConfig, RegularizationConfig
 from rnnlab.data.synthetic import make_task
 from rnnlab.models import RNNLanguageModel, SequenceModel
 
 P = 0.5
+ZAREMBA = RegularizationConfig(input_dropout=P, hidden_dropout=P, output_dropout=P)  # what model.dropout was
 
 
 class Recorder:
@@ -39,7 +40,7 @@ def assert_dropped(after: torch.Tensor, before: torch.Tensor, p: float = P) -> N
 
 
 def _language_model():
-    model = RNNLanguageModel(11, cell="lstm", embedding_dim=8, hidden_size=8, num_layers=3, dropout=P)
+    model = RNNLanguageModel(11, cell="lstm", embedding_dim=8, hidden_size=8, num_layers=3, regularization=ZAREMBA)
     tokens, targets = torch.randint(11, (7, 6)), torch.randint(11, (7, 6))
     return model, tokens, targets
 
@@ -76,7 +77,8 @@ def test_dropout_leaves_the_recurrent_connection_alone():
 
 def test_sequence_model_dropout_acts_between_layers_and_before_the_readout():
     task = make_task("adding", 9)
-    model = SequenceModel(task, cell="gru", hidden_size=16, num_layers=2, dropout=P)
+    model = SequenceModel(task, cell="gru", hidden_size=16, num_layers=2,
+                          regularization=RegularizationConfig(hidden_dropout=P, output_dropout=P))
     seen = Recorder({"layer0": model.rnn.layers[0], "layer1": model.rnn.layers[1], "readout": model.readout})
     inputs, targets = task.sample(8, torch.Generator().manual_seed(0))
     model.train()

@@ -39,7 +39,7 @@ def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
 def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
     # Dropout on, so the RNG state in the checkpoint matters; stop mid-epoch, so the carried
     # recurrent state and the window position matter.
-    config = _config(tiny_corpus_dir, "train.epochs=3", "model.dropout=0.3", "train.schedule=plateau",
+    config = _config(tiny_corpus_dir, "train.epochs=3", "regularization.hidden_dropout=0.3", "train.schedule=plateau",
                      "train.log_every=3")
     whole = Trainer(config, tmp_path / "whole").fit()
     windows = Trainer(config, tmp_path / "probe").windows_per_epoch

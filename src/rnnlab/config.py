@@ -34,7 +34,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_PRESET = "ptb-small"
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 def setting(
@@ -85,8 +85,6 @@ class ModelConfig:
     embedding_dim: int = setting(200, "input embedding size", low=1)
     tie_weights: bool = setting(False, "share the embedding and output weights (Inan et al. 2017; "
                                 "needs hidden_size == embedding_dim)")
-    dropout: float = setting(0.0, "non-recurrent dropout on embeddings, between layers and before the "
-                             "output layer (Zaremba et al. 2014)", low=0.0, high=1.0, high_open=True)
     init: str = setting("uniform", "weight init: uniform (every weight U[-init_range, init_range], "
                         "Zaremba 2014) or default (PyTorch's)", choices=("uniform", "default"))
     init_range: float = setting(0.1, "half-width a of the uniform init", low=0.0, low_open=True)
@@ -109,6 +107,41 @@ class ModelConfig:
             )
         if self.forget_bias is not None and self.cell != "lstm":
             raise ConfigError(f"model.forget_bias applies to the lstm cell only, not {self.cell!r}")
+
+
+DROPOUT_KINDS = ("standard", "variational")
+RECURRENT_DROPOUT_KINDS = ("naive", "variational", "variational_per_sequence")
+
+
+def _rate(help: str) -> Any:
+    return setting(0.0, help, low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    input_dropout: float = _rate("dropout on the recurrent stack's inputs (the embeddings)")
+    hidden_dropout: float = _rate("dropout between stacked recurrent layers")
+    output_dropout: float = _rate("dropout on the last layer's outputs, before the output layer")
+    dropout_kind: str = setting(
+        "standard", "input/hidden/output dropout: standard (a fresh mask per element and step, Zaremba et al. "
+        "2014) or variational (one mask per sequence, kept for every step of the window: locked dropout, Gal & "
+        "Ghahramani 2016)", choices=DROPOUT_KINDS)
+    recurrent_dropout: float = _rate("dropout on h_{t-1} where it enters W_hh, the recurrent connection itself")
+    recurrent_dropout_kind: str = setting(
+        "variational", "naive (a fresh mask every step: the source document's counterexample, step-by-step path), "
+        "variational (one mask for every step and sequence of the window, as zeroed W_hh columns on the fused "
+        "kernel) or variational_per_sequence (one mask per sequence held across time, Gal & Ghahramani 2016; "
+        "step-by-step path)", choices=RECURRENT_DROPOUT_KINDS)
+    weight_drop: float = _rate("DropConnect on W_hh, a fresh mask each forward pass (Merity et al. 2017)")
+    embedding_dropout: float = _rate("drop whole word types (embedding rows) per batch, rescaled (Gal & "
+                                     "Ghahramani 2016; Merity et al. 2017)")
+    ar: float = setting(0.0, "activation regularization alpha: alpha * mean(dropped last-layer output^2) added to "
+                        "the training loss (Merity et al. 2017)", low=0.0)
+    tar: float = setting(0.0, "temporal activation regularization beta: beta * mean((h_t - h_{t-1})^2) of the last "
+                         "layer's outputs added to the training loss (Merity et al. 2017)", low=0.0)
+
+    def __post_init__(self) -> None:
+        _validate_section("regularization", self)
 
 
 @dataclass(frozen=True)
@@ -172,8 +205,8 @@ class DiagnosticsConfig:
                           "for tasks)", low=0)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "task": TaskConfig,
-                             "diagnostics": DiagnosticsConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "regularization": RegularizationConfig,
+                             "train": TrainConfig, "task": TaskConfig, "diagnostics": DiagnosticsConfig}
 
 # Keys a resumed run may change: limits and logging, nothing that alters the maths of training.
 RESUMABLE_KEYS = frozenset({
@@ -188,6 +221,7 @@ RESUMABLE_KEYS = frozenset({
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
@@ -226,8 +260,7 @@ class Config:
             known = {f.name for f in dataclasses.fields(section_cls)}
             for key in values:
                 if key not in known:
-                    raise ConfigError(f"{source}: unknown key '{name}.{key}'"
-                                      f"{_did_you_mean(key, known, prefix=name + '.')}")
+                    raise ConfigError(f"{source}: unknown key '{name}.{key}'{_hint(name, key, known)}")
             sections[name] = section_cls(**values)
         return cls(**sections)
 
@@ -261,9 +294,32 @@ def rename_key(raw: dict[str, Any], old: str, new: str) -> None:
         raw.setdefault(new_section, {})[new_key] = table.pop(old_key)
 
 
+def _split_model_dropout(raw: dict[str, Any]) -> None:
+    """Version 3: model.dropout (Zaremba's non-recurrent dropout) became three keys of [regularization] with
+    the same meaning and the same masks: the inputs (language models only: task models had none), between
+    layers, and before the output layer."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "dropout" not in model:
+        return
+    rate = model.pop("dropout")
+    task = raw.get("task", {})
+    is_task = isinstance(task, dict) and task.get("name", "none") != "none"
+    sites = ("hidden_dropout", "output_dropout") if is_task else ("input_dropout", "hidden_dropout", "output_dropout")
+    table = raw.setdefault("regularization", {})
+    for site in sites:
+        table[site] = rate
+
+
 # MIGRATIONS[v] turns the raw tables of a version-v config into version v + 1 (in place).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], None]] = {
     1: lambda raw: None,  # version 2 starts the numbering; its keys are version 1's
+    2: _split_model_dropout,
+}
+
+# Keys that moved, for the error a current-version config or --set gets when it names the old place.
+MOVED_KEYS = {
+    "model.dropout": "regularization.input_dropout, regularization.hidden_dropout and "
+                     "regularization.output_dropout (each the same rate; regularization.dropout_kind = standard)",
 }
 
 
@@ -330,8 +386,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}{_did_you_mean(section, SECTIONS)}")
         hints = typing.get_type_hints(section_cls)
         if key not in hints:
-            hint = _did_you_mean(key, hints, prefix=section + ".")
-            raise ConfigError(f"--set {item!r}: unknown key '{dotted}'{hint}")
+            raise ConfigError(f"--set {item!r}: unknown key '{dotted}'{_hint(section, key, hints)}")
         text = text.strip()
         if hints[key] is str:
             out[dotted] = text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
@@ -462,6 +517,13 @@ def _split_key(dotted: str) -> tuple[str, str]:
     if not sep or not key:
         raise ConfigError(f"expected section.key (for example train.lr), got {dotted!r}")
     return section, key
+
+
+def _hint(section: str, key: str, known: Iterable[str]) -> str:
+    moved = MOVED_KEYS.get(f"{section}.{key}")
+    if moved:
+        return f" (it moved: write {moved})"
+    return _did_you_mean(key, known, prefix=section + ".")
 
 
 def _did_you_mean(name: str, options: Iterable[str], prefix: str = "") -> str:

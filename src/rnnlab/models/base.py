@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from rnnlab.config import RegularizationConfig
 from rnnlab.nn.recurrent import State
 from rnnlab.nn.stack import RecurrentStack
 
@@ -49,3 +50,12 @@ class RecurrentModel(nn.Module):
 
     def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def make_stack(cell: str, input_size: int, hidden_size: int, num_layers: int,
+               regularization: RegularizationConfig) -> RecurrentStack:
+    """The recurrent stack with the regularisers that act inside it (between layers, on W_hh)."""
+    reg = regularization
+    return RecurrentStack(cell, input_size, hidden_size, num_layers, reg.hidden_dropout,
+                          dropout_kind=reg.dropout_kind, recurrent_dropout=reg.recurrent_dropout,
+                          recurrent_dropout_kind=reg.recurrent_dropout_kind, weight_drop=reg.weight_drop)

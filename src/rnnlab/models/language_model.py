@@ -1,5 +1,10 @@
 """The language model: embedding -> recurrent stack -> dropout -> output layer.
 
+::
+
+    tokens (T, B) -> embedding [embedding dropout] -> input dropout -> RecurrentStack [hidden, recurrent
+    dropout, weight-drop] -> output dropout -> output layer -> loss (+ AR / TAR penalties)
+
 Shapes are time-major, like ``nn.LSTM``'s default and the TBPTT batches: tokens (T, B).
 """
 
@@ -8,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rnnlab.config import ModelConfig
-from rnnlab.models.base import ModelOutput, RecurrentModel
+from rnnlab.config import ModelConfig, RegularizationConfig
+from rnnlab.models.base import ModelOutput, RecurrentModel, make_stack
+from rnnlab.nn.dropout import activation_penalty, embedding_row_mask, make_dropout
 from rnnlab.nn.init import initialize
-from rnnlab.nn.output import OutputLoss, make_output_layer
+from rnnlab.nn.output import make_output_layer
 from rnnlab.nn.recurrent import State
-from rnnlab.nn.stack import RecurrentStack
 
 
 class RNNLanguageModel(RecurrentModel):
@@ -25,9 +30,9 @@ class RNNLanguageModel(RecurrentModel):
         embedding_dim: int = 200,
         hidden_size: int = 200,
         num_layers: int = 2,
-        dropout: float = 0.0,
         tie_weights: bool = False,
         output: str = "softmax",
+        regularization: RegularizationConfig = RegularizationConfig(),
     ) -> None:
         super().__init__()
         if tie_weights and hidden_size != embedding_dim:
@@ -35,27 +40,29 @@ class RNNLanguageModel(RecurrentModel):
         self.vocab_size = vocab_size
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        # Zaremba et al. 2014: dropout on the non-recurrent connections only (input, between
-        # layers inside the stack, output); the recurrent h_{t-1} -> h_t path is left alone.
-        self.input_dropout = nn.Dropout(dropout)
-        self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, dropout)  # between layers
-        self.output_dropout = nn.Dropout(dropout)
+        reg = regularization
+        self.embedding_dropout = reg.embedding_dropout
+        self.input_dropout = make_dropout(reg.input_dropout, reg.dropout_kind)
+        self.rnn = make_stack(cell, embedding_dim, hidden_size, num_layers, reg)
+        self.output_dropout = make_dropout(reg.output_dropout, reg.dropout_kind)
+        self.ar, self.tar = reg.ar, reg.tar
         self.output = make_output_layer(output, hidden_size, vocab_size)
         if tie_weights:
             # The output layer owns the (V, H) matrix; the embedding reads the same Parameter.
             self.embedding.weight = self.output.weight
 
     @classmethod
-    def from_config(cls, config: ModelConfig, vocab_size: int) -> RNNLanguageModel:
+    def from_config(cls, config: ModelConfig, vocab_size: int,
+                    regularization: RegularizationConfig = RegularizationConfig()) -> RNNLanguageModel:
         model = cls(
             vocab_size,
             cell=config.cell,
             embedding_dim=config.embedding_dim,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
-            dropout=config.dropout,
             tie_weights=config.tie_weights,
             output=config.output,
+            regularization=regularization,
         )
         initialize(model, config)
         return model
@@ -66,24 +73,32 @@ class RNNLanguageModel(RecurrentModel):
         return self.output_dropout(hidden), state
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None) -> ModelOutput:
-        """The training objective over the window's targets (T, B): the output layer's loss, summed."""
-        return self._score(self.output, tokens, targets, state)
+        """The training objective over the window's targets (T, B): the output layer's loss, summed,
+        and the AR / TAR penalties."""
+        hidden, state = self.rnn(self.rnn_inputs(tokens), state)  # (T, B, E) -> (T, B, H)
+        dropped = self.output_dropout(hidden)
+        out = self.output(dropped.reshape(-1, dropped.size(-1)), targets.reshape(-1))  # (T*B, H) -> loss
+        penalty = activation_penalty(hidden, dropped, self.ar, self.tar) if self.training else out.loss.new_zeros(())
+        if out.penalty is not None:
+            penalty = penalty + out.penalty
+        return ModelOutput(out.loss, out.tokens, penalty, state)
 
     def exact_loss(self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None) -> ModelOutput:
         """The exact, normalised negative log-likelihood (evaluation), summed over the targets."""
-        return self._score(self.output.exact_loss, tokens, targets, state)
-
-    def _score(self, scorer, tokens: torch.Tensor, targets: torch.Tensor, state: State | None) -> ModelOutput:
         features, state = self.features(tokens, state)
-        flat = features.reshape(-1, features.size(-1))  # (T, B, H) -> (T*B, H) for the output layer
-        out: OutputLoss = scorer(flat, targets.reshape(-1))
-        penalty = out.penalty if out.penalty is not None else out.loss.new_zeros(())
-        return ModelOutput(out.loss, out.tokens, penalty, state)
+        out = self.output.exact_loss(features.reshape(-1, features.size(-1)), targets.reshape(-1))
+        return ModelOutput(out.loss, out.tokens, out.loss.new_zeros(()), state)
 
     # Diagnostic hooks, shared with SequenceModel: the recurrent stack's inputs, and the cost at
     # each step computed from recurrent outputs (eval mode: no dropout).
     def rnn_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.input_dropout(self.embedding(tokens))
+        """tokens (T, B) -> (T, B, E) inputs of the stack, with embedding and input dropout in training."""
+        embedded = self.embedding(tokens)
+        if self.training and self.embedding_dropout:
+            # A dropped word type is zero at every occurrence in the batch (Gal & Ghahramani 2016).
+            mask = embedding_row_mask(self.vocab_size, self.embedding_dropout, embedded)
+            embedded = embedded * mask[tokens].unsqueeze(-1)  # (V,) -> (T, B, 1)
+        return self.input_dropout(embedded)
 
     def step_costs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(T, B, H) recurrent outputs -> (T,) cross-entropy at each step, averaged over the batch."""

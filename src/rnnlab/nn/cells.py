@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from rnnlab.nn.recurrent import State
-from rnnlab.nn.stack import LayerWeights
 
 # The blocks of W_ih / W_hh rows in torch.nn's order, the pre-activations that go through tanh (relu),
 # and the sigmoid gates, by cell: the one place that knows each cell's layout.
@@ -34,20 +34,32 @@ SQUASHED = {"rnn_tanh": ("z",), "rnn_relu": ("z",), "lstm": ("z_g", "c"), "gru":
 SIGMOID_GATES = {"rnn_tanh": (), "rnn_relu": (), "lstm": ("i", "f", "o"), "gru": ("r", "z")}
 
 
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+class LayerWeights(NamedTuple):
+    """One layer's parameters in torch.nn's layout (gate blocks stacked in GATES' order)."""
+
+    weight_ih: torch.Tensor  # (G*H, I)
+    weight_hh: torch.Tensor  # (G*H, H)
+    bias_ih: torch.Tensor | None  # (G*H,), None without biases
+    bias_hh: torch.Tensor | None
+
+
 # ---------------------------------------------------------------- one step of each cell
 # Each returns (h_t, c_t or None, trace) where trace holds the step's intermediates by name.
 
 
-def rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity: str = "tanh"):
-    z = x @ w_ih.t() + h @ w_hh.t()
+def rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity: str = "tanh", h_mask=None):
+    z = x @ w_ih.t() + _recurrent_input(h, h_mask) @ w_hh.t()
     if b_ih is not None:
         z = z + b_ih + b_hh
     h_new = torch.tanh(z) if nonlinearity == "tanh" else torch.relu(z)
     return h_new, None, {"z": z}
 
 
-def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    gates = x @ w_ih.t() + h @ w_hh.t()
+def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, h_mask=None):
+    gates = x @ w_ih.t() + _recurrent_input(h, h_mask) @ w_hh.t()
     if b_ih is not None:
         gates = gates + b_ih + b_hh
     zi, zf, zg, zo = gates.chunk(4, dim=-1)
@@ -57,9 +69,9 @@ def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "z_g": zg, "c": c_new}
 
 
-def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+def gru_step(x, h, w_ih, w_hh, b_ih, b_hh, h_mask=None):
     gi = x @ w_ih.t()
-    gh = h @ w_hh.t()
+    gh = _recurrent_input(h, h_mask) @ w_hh.t()  # the interpolation below keeps the unmasked h
     if b_ih is not None:
         gi, gh = gi + b_ih, gh + b_hh
     ir, iz, i_n = gi.chunk(3, dim=-1)
@@ -72,15 +84,21 @@ def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
     return h_new, None, {"r": r, "z": z, "n": n, "z_n": zn}
 
 
+def _recurrent_input(h: torch.Tensor, h_mask: torch.Tensor | None) -> torch.Tensor:
+    """What enters W_hh: h_{t-1}, or h_{t-1} * mask under recurrent dropout (the mask touches this
+    product only, never the state carried forward)."""
+    return h if h_mask is None else h * h_mask
+
+
 def step_function(cell: str) -> Callable:
-    """The step of ``cell`` as f(x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h, c or None, trace)."""
+    """The step of ``cell`` as f(x, h, c, w_ih, w_hh, b_ih, b_hh, h_mask=None) -> (h, c or None, trace)."""
     if cell in ("rnn_tanh", "rnn_relu"):
         nonlinearity = cell[len("rnn_"):]
-        return lambda x, h, c, *w: rnn_step(x, h, *w, nonlinearity=nonlinearity)
+        return lambda x, h, c, *w, h_mask=None: rnn_step(x, h, *w, nonlinearity=nonlinearity, h_mask=h_mask)
     if cell == "lstm":
         return lstm_step
     if cell == "gru":
-        return lambda x, h, c, *w: gru_step(x, h, *w)
+        return lambda x, h, c, *w, h_mask=None: gru_step(x, h, *w, h_mask=h_mask)
     raise ValueError(f"unknown cell {cell!r}")
 
 

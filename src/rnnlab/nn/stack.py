@@ -8,9 +8,15 @@
 
 Each layer is a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with ``num_layers=1``: cuDNN on a GPU, one ATen
 kernel on the CPU, so training runs at the speed of PyTorch's own multi-layer module. ``forward`` is
-the only code that hands one layer's output to the next: between-layer dropout lives there today,
-and that is where residual and dense links, dilation and per-forward transformations of a layer's
-weights (``torch.func.functional_call``) go.
+the only code that hands one layer's output to the next: between-layer dropout (standard or locked)
+lives there, and so do the per-forward transformations of a layer's weights, through the public
+``torch.func.functional_call`` (the parameters themselves are never replaced or deleted):
+
+- variational recurrent dropout with one mask for the batch: W_hh (m * h) = (W_hh diag(m)) h, so the
+  masked columns of W_hh run on the fused kernel, exactly;
+- weight-drop: DropConnect on W_hh (Merity et al. 2017);
+- a mask per sequence or per step (``variational_per_sequence``, ``naive``) is no single weight: those
+  layers run step by step on the reference cells (``rnnlab.nn.cells``), on the same weights.
 
 The state is torch.nn's: h shaped (L, B, H), or (h, c) for LSTM; ``None`` means zeros.
 
@@ -24,25 +30,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from rnnlab.config import CELL_TYPES
+from rnnlab.config import CELL_TYPES, RECURRENT_DROPOUT_KINDS
+from rnnlab.nn.cells import WEIGHT_NAMES, LayerWeights, step_function
+from rnnlab.nn.dropout import dropout_mask, make_dropout
 from rnnlab.nn.recurrent import State
 
-WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _MULTILAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
 
-class LayerWeights(NamedTuple):
-    """One layer's parameters in torch.nn's layout (gate blocks stacked in its order)."""
+@dataclass
+class StackNoise:
+    """What one training forward pass drew for the recurrent regularisers, per layer (None: nothing)."""
 
-    weight_ih: torch.Tensor  # (G*H, I)
-    weight_hh: torch.Tensor  # (G*H, H)
-    bias_ih: torch.Tensor | None  # (G*H,), None without biases
-    bias_hh: torch.Tensor | None
+    # mask on h_{t-1} where it enters W_hh: (H,) shared by the batch, (B, H) per sequence, (T, B, H) per step
+    recurrent: list[torch.Tensor | None]
+    weight: list[torch.Tensor | None]  # DropConnect mask on W_hh, (G*H, H)
 
 
 def make_layer(cell: str, input_size: int, hidden_size: int, bias: bool = True) -> nn.RNNBase:
@@ -59,32 +68,99 @@ def make_layer(cell: str, input_size: int, hidden_size: int, bias: bool = True) 
 class RecurrentStack(nn.Module):
     """``num_layers`` fused layers of one cell, composed in ``forward``.
 
-    ``dropout`` acts between stacked layers (Zaremba et al. 2014; torch.nn's ``dropout`` argument,
-    drawn the same way), so it does nothing for one layer.
+    ``dropout`` acts between stacked layers: ``dropout_kind = "standard"`` is torch.nn's ``dropout``
+    argument, drawn the same way (Zaremba et al. 2014); ``"variational"`` keeps one mask per sequence
+    for every step. ``recurrent_dropout`` masks h_{t-1} where it enters W_hh (``recurrent_dropout_kind``:
+    ``variational``, ``variational_per_sequence`` or ``naive``), ``weight_drop`` is DropConnect on W_hh.
+    All of them act in training mode only.
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, bias: bool = True) -> None:
+                 dropout: float = 0.0, bias: bool = True, *, dropout_kind: str = "standard",
+                 recurrent_dropout: float = 0.0, recurrent_dropout_kind: str = "variational",
+                 weight_drop: float = 0.0) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if recurrent_dropout_kind not in RECURRENT_DROPOUT_KINDS:
+            raise ValueError(f"unknown recurrent_dropout_kind {recurrent_dropout_kind!r} "
+                             f"(kinds: {', '.join(RECURRENT_DROPOUT_KINDS)})")
+        for name, rate in (("recurrent_dropout", recurrent_dropout), ("weight_drop", weight_drop)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
         self.cell, self.input_size, self.hidden_size, self.num_layers = cell, input_size, hidden_size, num_layers
         self.layers = nn.ModuleList(
             make_layer(cell, input_size if k == 0 else hidden_size, hidden_size, bias) for k in range(num_layers))
-        self.between = nn.Dropout(dropout)
+        self.between = make_dropout(dropout, dropout_kind)
+        self.recurrent_dropout, self.recurrent_dropout_kind = recurrent_dropout, recurrent_dropout_kind
+        self.weight_drop = weight_drop
         self.register_load_state_dict_pre_hook(_accept_multilayer_keys)
 
-    def forward(self, input: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """input (T, B, I) -> output (T, B, H) and the final state (L, B, H) [each of (h, c) for LSTM]."""
+    def forward(self, input: torch.Tensor, state: State | None = None,
+                noise: StackNoise | None = None) -> tuple[torch.Tensor, State]:
+        """input (T, B, I) -> output (T, B, H) and the final state (L, B, H) [each of (h, c) for LSTM].
+
+        ``noise`` fixes the recurrent masks (tests, measurements); by default a training pass draws
+        fresh ones (``sample_noise``) and an eval pass uses none."""
+        if noise is None and self.training:
+            noise = self.sample_noise(input.size(0), input.size(1), input)
         layer_states = split_state(state, self.num_layers)
         finals = []
         x = input
-        for k, layer in enumerate(self.layers):
+        for k in range(self.num_layers):
             if k > 0:
                 x = self.between(x)
-            x, final = layer(x, layer_states[k])  # (T, B, I or H) -> (T, B, H); state (1, B, H)
+            x, final = self._run_layer(k, x, layer_states[k], noise)  # (T, B, I or H) -> (T, B, H)
             finals.append(final)
         return x, join_states(finals)
+
+    def sample_noise(self, steps: int, batch: int, like: torch.Tensor) -> StackNoise | None:
+        """Fresh masks for one forward pass over ``steps`` x ``batch`` (None when nothing is on)."""
+        if not (self.recurrent_dropout or self.weight_drop):
+            return None
+        p, h = self.recurrent_dropout, self.hidden_size
+        shape = {"variational": (h,), "variational_per_sequence": (batch, h),
+                 "naive": (steps, batch, h)}[self.recurrent_dropout_kind]
+        recurrent = [dropout_mask(shape, p, like) if p else None for _ in range(self.num_layers)]
+        weight = [dropout_mask(tuple(self.layer_weights(k).weight_hh.shape), self.weight_drop, like)
+                  if self.weight_drop else None for k in range(self.num_layers)]
+        return StackNoise(recurrent, weight)
+
+    def _run_layer(self, k: int, x: torch.Tensor, state: Any, noise: StackNoise | None) -> tuple[torch.Tensor, Any]:
+        layer = self.layers[k]
+        h_mask = noise.recurrent[k] if noise is not None else None
+        w_mask = noise.weight[k] if noise is not None else None
+        if h_mask is None and w_mask is None:
+            return layer(x, state)
+        w_hh = self.layer_weights(k).weight_hh
+        if w_mask is not None:
+            w_hh = w_hh * w_mask  # DropConnect on the recurrent weights (Merity et al. 2017)
+        if h_mask is not None and h_mask.dim() == 1:
+            # One mask for the whole batch: W_hh (m * h) = (W_hh diag(m)) h, so masking W_hh's columns
+            # once keeps the fused kernel and is exact (Gal & Ghahramani 2016's mask, held for the window).
+            w_hh, h_mask = w_hh * h_mask, None
+        if h_mask is None:
+            return functional_call(layer, {"weight_hh_l0": w_hh}, (x, state))
+        return self._run_stepwise(k, x, state, w_hh, h_mask)
+
+    def _run_stepwise(self, k: int, x: torch.Tensor, state: Any, w_hh: torch.Tensor,
+                      h_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """A mask per sequence (B, H) or per step (T, B, H) on h_{t-1}: the reference cells, step by step."""
+        w_ih, _, b_ih, b_hh = self.layer_weights(k)
+        step = step_function(self.cell)
+        batch = x.size(1)
+        zeros = x.new_zeros(batch, self.hidden_size)
+        if self.cell == "lstm":
+            h, c = (state[0][0], state[1][0]) if state is not None else (zeros, zeros)
+        else:
+            h, c = (state[0] if state is not None else zeros), None
+        outputs = []
+        for t in range(x.size(0)):
+            mask = h_mask[t] if h_mask.dim() == 3 else h_mask
+            h, c, _ = step(x[t], h, c, w_ih, w_hh, b_ih, b_hh, h_mask=mask)
+            outputs.append(h)
+        final = (h.unsqueeze(0), c.unsqueeze(0)) if self.cell == "lstm" else h.unsqueeze(0)  # (1, B, H)
+        return torch.stack(outputs), final
 
     def layer_weights(self, layer: int) -> LayerWeights:
         """Layer ``layer``'s parameters themselves (not copies): write to them to initialise."""

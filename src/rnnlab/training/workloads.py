@@ -100,7 +100,7 @@ class LanguageModelling(Workload):
     def new_model(config: Config, vocab: Vocabulary | None) -> RNNLanguageModel:
         if vocab is None:
             raise CheckpointError("a language model needs its vocabulary; the checkpoint holds none")
-        return RNNLanguageModel.from_config(config.model, len(vocab))
+        return RNNLanguageModel.from_config(config.model, len(vocab), config.regularization)
 
     @classmethod
     def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
@@ -157,7 +157,8 @@ class SyntheticTask(Workload):
 
     @staticmethod
     def new_model(config: Config, vocab: Vocabulary | None) -> SequenceModel:
-        return SequenceModel.from_config(config.model, make_task(config.task.name, config.task.length))
+        task = make_task(config.task.name, config.task.length)
+        return SequenceModel.from_config(config.model, task, config.regularization)
 
     @classmethod
     def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
