@@ -25,6 +25,8 @@ from rnnlab.config import RegularizationConfig
 from rnnlab.nn.recurrent import State
 from rnnlab.nn.stack import RecurrentStack
 
+NO_REGULARIZATION = RegularizationConfig()  # every regulariser off (frozen, so one instance serves all)
+
 
 class ModelOutput(NamedTuple):
     loss: torch.Tensor  # scalar: the loss summed over the scored targets

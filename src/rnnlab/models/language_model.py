@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import ModelConfig, RegularizationConfig
-from rnnlab.models.base import ModelOutput, RecurrentModel, make_stack
+from rnnlab.models.base import NO_REGULARIZATION, ModelOutput, RecurrentModel, make_stack
 from rnnlab.nn.dropout import activation_penalty, embedding_row_mask, make_dropout
 from rnnlab.nn.init import initialize
 from rnnlab.nn.output import make_output_layer
@@ -32,7 +32,7 @@ class RNNLanguageModel(RecurrentModel):
         num_layers: int = 2,
         tie_weights: bool = False,
         output: str = "softmax",
-        regularization: RegularizationConfig = RegularizationConfig(),
+        regularization: RegularizationConfig = NO_REGULARIZATION,
     ) -> None:
         super().__init__()
         if tie_weights and hidden_size != embedding_dim:
@@ -53,7 +53,7 @@ class RNNLanguageModel(RecurrentModel):
 
     @classmethod
     def from_config(cls, config: ModelConfig, vocab_size: int,
-                    regularization: RegularizationConfig = RegularizationConfig()) -> RNNLanguageModel:
+                    regularization: RegularizationConfig = NO_REGULARIZATION) -> RNNLanguageModel:
         model = cls(
             vocab_size,
             cell=config.cell,

@@ -12,7 +12,7 @@ from torch import nn
 
 from rnnlab.config import ModelConfig, RegularizationConfig
 from rnnlab.data.synthetic import Task
-from rnnlab.models.base import ModelOutput, RecurrentModel, make_stack
+from rnnlab.models.base import NO_REGULARIZATION, ModelOutput, RecurrentModel, make_stack
 from rnnlab.nn.dropout import activation_penalty, make_dropout
 from rnnlab.nn.init import initialize
 from rnnlab.nn.recurrent import State
@@ -20,7 +20,7 @@ from rnnlab.nn.recurrent import State
 
 class SequenceModel(RecurrentModel):
     def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
-                 embedding_dim: int = 32, regularization: RegularizationConfig = RegularizationConfig()) -> None:
+                 embedding_dim: int = 32, regularization: RegularizationConfig = NO_REGULARIZATION) -> None:
         super().__init__()
         self.task = task
         # Token inputs (copy, temporal order) go through an embedding; real-valued ones (adding) do not.
@@ -35,7 +35,7 @@ class SequenceModel(RecurrentModel):
 
     @classmethod
     def from_config(cls, config: ModelConfig, task: Task,
-                    regularization: RegularizationConfig = RegularizationConfig()) -> SequenceModel:
+                    regularization: RegularizationConfig = NO_REGULARIZATION) -> SequenceModel:
         model = cls(task, cell=config.cell, hidden_size=config.hidden_size, num_layers=config.num_layers,
                     embedding_dim=config.embedding_dim, regularization=regularization)
         initialize(model, config)
