@@ -12,7 +12,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from rnnlab.cli import main
-from rnnlab.config import CONFIG_VERSION, DataConfig
+from rnnlab.config import CONFIG_VERSION, DataConfig, load_config
 from rnnlab.data.corpus import load_split
 from rnnlab.training.checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint
 from rnnlab.training.metrics import read_metrics
@@ -79,3 +79,13 @@ def test_a_format_1_run_resumes_and_is_rewritten_in_the_current_formats(tmp_path
     records = read_metrics(run / "metrics.jsonl")
     valid_epochs = [r["epoch"] for r in records if r["event"] == "eval" and r["split"] == "valid"]
     assert valid_epochs == [1, 2, 3]
+
+
+def test_a_format_1_config_toml_keeps_its_meaning():
+    """model.dropout (Zaremba's non-recurrent dropout) became three regularization keys of the same rate."""
+    config = load_config(config_file=V1 / "lm" / "config.toml")
+    reg = config.regularization
+    assert (reg.input_dropout, reg.hidden_dropout, reg.output_dropout) == (0.2, 0.2, 0.2)
+    assert reg.dropout_kind == "standard" and reg.recurrent_dropout == 0.0
+    task = model_from_checkpoint(load_checkpoint(V1 / "task" / "best.pt"))[1].regularization
+    assert task.input_dropout == 0.0  # task models had no input dropout: none is added
