@@ -1,13 +1,21 @@
-"""Shared by the benchmarks: timing the rnnlab trainer step by step."""
+"""Shared by the benchmarks: timing the rnnlab trainer step by step, and timing alternatives against
+each other call by call (so that a noisy machine's drift hits every side alike)."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from rnnlab.config import Config
+import torch
+from torch import nn
+
+from rnnlab.config import Config, TrainConfig
 from rnnlab.data.corpus import Corpus
+from rnnlab.models import RNNLanguageModel
+from rnnlab.training.loop import train_step
+from rnnlab.training.optim import make_optimizer
 from rnnlab.training.trainer import Observer, Trainer
 
 
@@ -29,3 +37,42 @@ def trainer_tokens_per_s(config: Config, corpus: Corpus, steps: int) -> tuple[fl
         trainer = Trainer(config, Path(run_dir) / "run", corpus=corpus, observers=(clock,))
         trainer.fit()
     return steps * config.train.bptt * config.train.batch_size / (clock.times[-1] - clock.times[0]), trainer
+
+
+def training_steps(model: RNNLanguageModel, columns: torch.Tensor, train: TrainConfig) -> Callable[[], None]:
+    """One rnnlab train_step per call, on consecutive windows of ``columns``, the state carried."""
+    optimizer = make_optimizer(model.parameters(), train)
+    windows = (columns.size(0) - 1) // train.bptt
+    status = {"state": None, "index": 0}
+
+    def step() -> None:
+        begin = (status["index"] % windows) * train.bptt
+        status["index"] += 1
+        inputs, targets = columns[begin : begin + train.bptt], columns[begin + 1 : begin + 1 + train.bptt]
+        result = train_step(model, optimizer, inputs, targets, status["state"], clip_norm=train.clip_norm,
+                            loss_average=train.loss_average)
+        status["state"] = result.state
+
+    return step
+
+
+def recurrent_passes(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """Forward and backward of the recurrent part alone per call."""
+    def run() -> None:
+        output, _ = module(x)  # (T, B, E) -> (T, B, H)
+        output.sum().backward()
+    return run
+
+
+def time_alternating(runs: dict[str, Callable[[], None]], steps: int) -> dict[str, float]:
+    """Seconds spent in each run over ``steps`` calls each, the runs interleaved call by call; one
+    untimed warm-up call each first."""
+    for run in runs.values():
+        run()
+    spent = dict.fromkeys(runs, 0.0)
+    for _ in range(steps):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            spent[name] += time.perf_counter() - started
+    return spent

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from rnnlab.config import TrainConfig, load_config
+from common import recurrent_passes, time_alternating, training_steps
+from rnnlab.config import load_config
 from rnnlab.data import batchify, load_corpus
 from rnnlab.models import RNNLanguageModel
 from rnnlab.nn.stack import RecurrentStack
-from rnnlab.training.loop import train_step
-from rnnlab.training.optim import make_optimizer
 
 
 def multilayer_copy(stack: RecurrentStack, dropout: float) -> nn.LSTM:
@@ -40,45 +37,6 @@ def multilayer_copy(stack: RecurrentStack, dropout: float) -> nn.LSTM:
     module = nn.LSTM(stack.input_size, stack.hidden_size, stack.num_layers, dropout=dropout)
     module.load_state_dict(stack.multilayer_state_dict())
     return module
-
-
-def training_steps(model: RNNLanguageModel, columns: torch.Tensor, train: TrainConfig) -> Callable[[], None]:
-    """One rnnlab train_step per call, on consecutive windows of ``columns``, the state carried."""
-    optimizer = make_optimizer(model.parameters(), train)
-    windows = (columns.size(0) - 1) // train.bptt
-    status = {"state": None, "index": 0}
-
-    def step() -> None:
-        begin = (status["index"] % windows) * train.bptt
-        status["index"] += 1
-        inputs, targets = columns[begin : begin + train.bptt], columns[begin + 1 : begin + 1 + train.bptt]
-        result = train_step(model, optimizer, inputs, targets, status["state"], clip_norm=train.clip_norm,
-                            loss_average=train.loss_average)
-        status["state"] = result.state
-
-    return step
-
-
-def recurrent_passes(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """Forward and backward of the recurrent part alone per call."""
-    def run() -> None:
-        output, _ = module(x)  # (T, B, E) -> (T, B, H)
-        output.sum().backward()
-    return run
-
-
-def time_alternating(runs: dict[str, Callable[[], None]], steps: int) -> dict[str, float]:
-    """Seconds spent in each run over ``steps`` calls each, the runs interleaved call by call; one
-    untimed warm-up call each first."""
-    for run in runs.values():
-        run()
-    spent = dict.fromkeys(runs, 0.0)
-    for _ in range(steps):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            spent[name] += time.perf_counter() - started
-    return spent
 
 
 def main() -> None:

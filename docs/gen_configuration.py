@@ -16,8 +16,9 @@ stored in every checkpoint.
 Values on the command line are read as TOML when they parse as TOML (`1e-3`, `true`, `[0.8, 0.1, 0.1]`)
 and as plain strings otherwise (`data.level=char`). `none` clears an optional key such as
 `model.forget_bias`. When `task.name` is not `none`, the `[data]` table is not used. List-valued keys
-(`[...]`) may be fixed-length (`data.split`: three fractions) or of any length (the per-layer keys); their
-bounds hold for every item, and an error names the item (`model.x[2] must be >= 1`).
+(`[...]`) are fixed-length (`data.split`: three fractions) or of any length (the config supports them for
+the per-layer keys to come); bounds hold for every item, and an error names the item (`data.split[2]
+expects a number`).
 
 **Versions.** A config carries a top-level `version` (written first in `RUN_DIR/config.toml` and stored in
 every checkpoint). When a key is renamed or moved, the version goes up and rnnlab migrates older configs on

@@ -39,6 +39,9 @@ def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
 
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--quiet"]) == 0
     assert "test perplexity:" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0  # with its progress bar
+    captured = capsys.readouterr()
+    assert "test perplexity:" in captured.out and "window" in captured.err
 
     args = ["generate", "--checkpoint", str(run / "best.pt"), "--tokens", "12", "--seed", "3", "--prompt", "the cat"]
     assert main(args) == 0
@@ -92,6 +95,15 @@ def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "temporal_order" and report["baseline_accuracy"] == 0.25
+    assert main(["eval", "--checkpoint", str(run)]) == 0  # with its progress bar
+    captured = capsys.readouterr()
+    assert "valid accuracy" in captured.out and "window" in captured.err
+    for option in (["--data", str(tmp_path)], ["--batch-size", "2"]):
+        assert main(["eval", "--checkpoint", str(run), *option]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{option[0]} applies to language models" in err
+    assert main(["train", "--resume", str(run), "--data", str(tmp_path)]) == 1
+    assert "--data applies to language models" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(run)]) == 1
     assert "language-model checkpoint" in capsys.readouterr().err
 

@@ -212,3 +212,23 @@ def test_a_config_without_a_version_is_version_1_and_migrates(monkeypatch):
 def test_a_bad_or_newer_config_version_is_refused(version, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_dict({"version": version})
+
+
+def test_every_version_before_the_current_one_has_a_migration_step():
+    assert sorted(config_module.MIGRATIONS) == list(range(1, CONFIG_VERSION))
+
+
+def test_a_config_file_naming_a_preset_migrates_only_its_own_keys(tmp_path):
+    path = tmp_path / "old.toml"  # no version: 1; model.dropout moved in version 3
+    path.write_text('preset = "ptb-medium"\n[model]\ndropout = 0.3\n', encoding="utf-8")
+    reg = load_config(config_file=path).regularization
+    assert (reg.input_dropout, reg.hidden_dropout, reg.output_dropout) == (0.3, 0.3, 0.3)
+    current = tmp_path / "new.toml"
+    current.write_text(f'version = {CONFIG_VERSION}\npreset = "ptb-medium"\n[train]\nepochs = 2\n', encoding="utf-8")
+    config = load_config(config_file=current)
+    assert config.regularization.hidden_dropout == 0.5 and config.train.epochs == 2
+
+
+def test_fixed_length_list_errors_name_the_item():
+    with pytest.raises(ConfigError, match=r"data.split\[2\] expects a number"):
+        load_config(overrides=["data.split=[0.9, 0.05, 'a']"])

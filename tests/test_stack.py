@@ -70,8 +70,7 @@ def test_between_layer_dropout_is_torchs_dropout_argument(cell):
     assert_close(out, out_ref)
     torch.manual_seed(4)
     assert not torch.allclose(stack(x)[0], out), "dropout must act in training mode"
-    stack.eval()
-    assert_close(stack(x)[0], stack(x)[0])
+    assert_close(stack.eval()(x)[0], reference.eval()(x)[0])
 
 
 def test_layer_weights_are_the_parameters_in_torch_layout():
@@ -98,6 +97,24 @@ def test_multilayer_keys_map_to_the_stacks_and_back_in_order():
     back = stack.multilayer_state_dict()
     assert list(back) == list(reference.state_dict())
     assert all(torch.equal(back[k], v) for k, v in reference.state_dict().items())
+
+
+def test_a_model_loads_a_state_dict_in_torch_multilayer_naming():
+    from rnnlab.models import RNNLanguageModel
+
+    model = RNNLanguageModel(11, cell="gru", embedding_dim=I, hidden_size=H, num_layers=L)
+    other = RNNLanguageModel(11, cell="gru", embedding_dim=I, hidden_size=H, num_layers=L)
+    old_style = {k: v for k, v in other.state_dict().items() if not k.startswith("rnn.")}
+    old_style.update({f"rnn.{k}": v for k, v in other.rnn.multilayer_state_dict().items()})
+    model.load_state_dict(old_style)  # the stack's load hook renames rnn.weight_ih_l{k} and the like
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+@pytest.mark.parametrize("layers", [1, 5])
+def test_a_state_for_another_number_of_layers_is_refused(layers):
+    stack = RecurrentStack("gru", I, H, L)
+    with pytest.raises(ValueError, match=rf"shaped \({L}, B, H\), got \({layers}, {B}, {H}\)"):
+        stack(torch.randn(T, B, I), torch.randn(layers, B, H))
 
 
 def test_stack_refuses_an_unknown_cell_and_zero_layers():

@@ -196,6 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"a resumed run cannot change {', '.join(refused)}; it may change only "
                               f"{', '.join(sorted(RESUMABLE_KEYS))}")
         config = Config.from_dict(payload["config"], source="checkpoint config").with_overrides(overrides)
+        check_data_option(config, args.data)
         del payload
     else:
         extra = [f"data.path={args.data}"] if args.data else []
@@ -230,14 +231,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     path = resolve_checkpoint_path(args.checkpoint)
     model, config, vocab = model_from_checkpoint(load_checkpoint(path))
-    check_data_option(config, args.data)
+    check_data_option(config, args.data, args.batch_size)
     if args.data:
         config = config.with_overrides({"data.path": args.data})
     model.to(resolve_device(args.device))
     bar = _eval_bar(args.split, enabled=not (args.quiet or args.json))
     metrics, line = workload_class(config).evaluate_checkpoint(
-        model, config, vocab, args.split, batch_size=args.batch_size, on_window=bar.update_to if bar else None)
-    if bar:
+        model, config, vocab, args.split, batch_size=args.batch_size,
+        on_window=bar.update_to if bar is not None else None)
+    if bar is not None:
         bar.close()
     print(json.dumps({"checkpoint": str(path), "split": args.split, **metrics}) if args.json else line)
     return 0
@@ -311,9 +313,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rnnlab.generation import generate
     from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint
     from rnnlab.training.trainer import resolve_device
+    from rnnlab.training.workloads import workload_class
 
     model, config, vocab = model_from_checkpoint(load_checkpoint(args.checkpoint))
-    if vocab is None:
+    if not workload_class(config).reads_corpus:
         raise ConfigError(f"generate needs a language-model checkpoint; {args.checkpoint} was trained on the "
                           f"{config.task.name} task")
     model.to(resolve_device(args.device))

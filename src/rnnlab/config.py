@@ -413,7 +413,8 @@ def load_config(
         if base_name is not None:
             if not isinstance(base_name, str):
                 raise ConfigError(f"{source}: preset must be a preset name, got {base_name!r}")
-            raw = _merge(read_preset(base_name), raw)
+            # The file migrates on its own (a preset is always current), then lands on the preset.
+            raw = {"version": CONFIG_VERSION, **_merge(read_preset(base_name), migrate(raw, source))}
     else:
         raw = read_preset(preset or DEFAULT_PRESET)
         raw.setdefault("version", CONFIG_VERSION)  # presets ship with this code: always current
@@ -483,7 +484,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return tuple(_coerce(f"{key}[{i}]", v, item_types[0]) for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
             raise ConfigError(f"{key} expects a list of {len(item_types)} numbers, got {value!r}")
-        return tuple(_coerce(key, v, t) for v, t in zip(value, item_types))
+        return tuple(_coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, item_types)))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -24,7 +24,6 @@ from torch import nn
 IGNORE_INDEX = -100  # F.cross_entropy's default: a target that is not scored (evaluation's padding)
 
 
-
 class OutputLoss(NamedTuple):
     loss: torch.Tensor  # scalar: negative log-likelihood summed over the scored tokens
     tokens: torch.Tensor  # scalar int64: how many tokens were scored

@@ -182,6 +182,9 @@ def split_state(state: State | None, num_layers: int) -> list[Any]:
     """(L, B, H) [or a pair of them] -> L per-layer states (1, B, H) [pairs], or L Nones."""
     if state is None:
         return [None] * num_layers
+    for part in state if isinstance(state, tuple) else (state,):
+        if part.dim() != 3 or part.size(0) != num_layers:
+            raise ValueError(f"a state for {num_layers} layers is shaped ({num_layers}, B, H), got {tuple(part.shape)}")
     if isinstance(state, tuple):
         h, c = state
         return [(h[k : k + 1], c[k : k + 1]) for k in range(num_layers)]

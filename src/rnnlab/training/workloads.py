@@ -103,7 +103,9 @@ class LanguageModelling(Workload):
         return RNNLanguageModel.from_config(config.model, len(vocab), config.regularization)
 
     @classmethod
-    def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
+    def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
+                            batch_size: int | None = None, on_window: EvalProgress | None = None,
+                            ) -> tuple[Metrics, str]:
         ids, oov = load_split(config.data, vocab, split)
         stream = eval_stream(ids, batch_size or config.train.eval_batch_size, vocab.eos_id)
         result = evaluate(model, stream, config.train.bptt, on_window)
@@ -161,9 +163,10 @@ class SyntheticTask(Workload):
         return SequenceModel.from_config(config.model, task, config.regularization)
 
     @classmethod
-    def evaluate_checkpoint(cls, model, config, vocab, split, *, batch_size=None, on_window=None):
-        if batch_size:
-            raise ConfigError(f"--batch-size applies to language models, not to the {config.task.name} task")
+    def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
+                            batch_size: int | None = None, on_window: EvalProgress | None = None,
+                            ) -> tuple[Metrics, str]:
+        check_data_option(config, None, batch_size)
         workload = cls(config, next(model.parameters()).device, model=model)
         metrics = workload.evaluate(split, on_window)
         return {"task": config.task.name, **metrics}, f"{split} {workload.summary(metrics)}"
@@ -205,7 +208,10 @@ def build_workload(config: Config, device: torch.device, corpus: Corpus | None =
     return workload_class(config)(config, device, corpus)
 
 
-def check_data_option(config: Config, data: str | None) -> None:
-    """Refuse --data for a problem that reads no corpus."""
-    if data and not workload_class(config).reads_corpus:
-        raise ConfigError(f"--data applies to language models, not to the {config.task.name} task")
+def check_data_option(config: Config, data: str | None, batch_size: int | None = None) -> None:
+    """Refuse --data (and eval's --batch-size) for a problem that reads no corpus."""
+    if workload_class(config).reads_corpus:
+        return
+    for option, given in (("--data", data), ("--batch-size", batch_size)):
+        if given:
+            raise ConfigError(f"{option} applies to language models, not to the {config.task.name} task")
