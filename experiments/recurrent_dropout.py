@@ -6,7 +6,7 @@ none, naive (a fresh mask every step) and variational (one mask for the window),
 seeds for each, several seeds. Prints a markdown table of the test metric (next to the task's "not
 learned" baseline) and writes the runs and one plot per seed to OUT.
 
-    python experiments/recurrent_dropout.py runs/recurrent-dropout            # adding, T = 50, 128 units, 5,000 steps, p = 0.25
+    python experiments/recurrent_dropout.py runs/recurrent-dropout   # adding, T = 50, 128 units, 5,000 steps, p 0.25
     python experiments/recurrent_dropout.py OUT --task copy --length 20 --p 0.5 --seeds 1 2 3
 
 Every run is `rnnlab train --preset {task}-lstm` with the overrides printed above the table.
@@ -56,8 +56,8 @@ def main() -> None:
             test = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "test"][-1]
             results[name].append(test)
             runs.append(run_dir)
-            print(f"seed {seed} {name:<12} {json.dumps({k: v for k, v in test.items() if k not in ('event', 'split')})}",
-                  flush=True)
+            shown = {k: v for k, v in test.items() if k not in ("event", "split")}
+            print(f"seed {seed} {name:<12} {json.dumps(shown)}", flush=True)
         plot_runs([str(r) for r in runs], str(args.out / f"seed{seed}.png"), list(VARIANTS))
 
     metric = next(k[len("baseline_"):] for k in results["none"][0] if k.startswith("baseline_"))
