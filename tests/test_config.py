@@ -232,3 +232,13 @@ def test_a_config_file_naming_a_preset_migrates_only_its_own_keys(tmp_path):
 def test_fixed_length_list_errors_name_the_item():
     with pytest.raises(ConfigError, match=r"data.split\[2\] expects a number"):
         load_config(overrides=["data.split=[0.9, 0.05, 'a']"])
+
+
+@pytest.mark.parametrize("name, inner, outer", [("ptb-medium-variational", 0.35, 0.2),
+                                                 ("ptb-large-variational", 0.5, 0.3)])
+def test_variational_presets_are_gal_and_ghahramani_2016(name, inner, outer):
+    config, zaremba = load_config(name), load_config(name.removesuffix("-variational"))
+    reg = config.regularization
+    assert reg.input_dropout == reg.hidden_dropout == reg.output_dropout == inner and reg.dropout_kind == "variational"
+    assert reg.recurrent_dropout == reg.embedding_dropout == outer and reg.recurrent_dropout_kind == "variational"
+    assert config.model == zaremba.model and config.train == zaremba.train  # all else as Zaremba et al. 2014

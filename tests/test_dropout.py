@@ -188,23 +188,31 @@ def test_with_every_regularizer_off_the_model_is_bitwise_the_plain_torch_composi
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
 
-def test_a_run_with_every_regularizer_resumes_exactly(tiny_corpus_dir, tmp_path):
+def test_a_run_with_every_regularizer_nt_asgd_and_variable_bptt_resumes_exactly(tiny_corpus_dir, tmp_path):
     config = load_config(overrides=[
-        f"data.path={tiny_corpus_dir}", *TINY_MODEL, "train.epochs=2", "train.log_every=2",
+        f"data.path={tiny_corpus_dir}", *TINY_MODEL, "train.epochs=5", "train.log_every=2", "train.lr=3",
+        "train.schedule=none", "train.averaging=nonmono", "train.nonmono=1", "train.variable_bptt=true",
+        "train.weight_decay=1e-4",
         "regularization.input_dropout=0.2", "regularization.hidden_dropout=0.2", "regularization.output_dropout=0.3",
         "regularization.dropout_kind=variational", "regularization.recurrent_dropout=0.25",
         "regularization.weight_drop=0.3", "regularization.embedding_dropout=0.1", "regularization.ar=1.0",
         "regularization.tar=0.5"])
     whole = Trainer(config, tmp_path / "whole").fit()
-    windows = Trainer(config, tmp_path / "probe").windows_per_epoch
-    Trainer(config.with_overrides({"train.max_steps": windows + windows // 2}), tmp_path / "split").fit()
+    started = torch.load(tmp_path / "whole" / "latest.pt", weights_only=True)["progress"]["averaging_from"]
+    assert started > 0, "the test must exercise NT-ASGD"
+    Trainer(config.with_overrides({"train.max_steps": started + 7}), tmp_path / "split").fit()
+    stopped = torch.load(tmp_path / "split" / "latest.pt", weights_only=True)
+    assert stopped["averaged"] is not None and stopped["progress"]["window"] > 0  # mid-epoch, averaging
     resumed = Trainer(config, tmp_path / "split", resume=True).fit()
 
-    def train_losses(run):
-        return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if r["event"] == "train"]
+    def records(run, event):
+        return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if r["event"] == event]
 
-    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "whole")
-    assert resumed.test == whole.test
-    a = torch.load(tmp_path / "whole" / "latest.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "split" / "latest.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert records(tmp_path / "split", "train") == records(tmp_path / "whole", "train")
+    # the split run also validated where it stopped; every validation of the whole run is in it
+    assert set(records(tmp_path / "whole", "eval")) <= set(records(tmp_path / "split", "eval"))
+    a = torch.load(tmp_path / "whole" / "latest.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "latest.pt", weights_only=True)
+    for part in ("model", "averaged"):
+        assert a[part].keys() == b[part].keys() and all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert a["progress"] == b["progress"] and resumed.steps == whole.steps

@@ -212,3 +212,55 @@ def test_unavailable_cuda_is_a_config_error(tiny_corpus_dir, tmp_path):
         pytest.skip("this machine has CUDA; the error path needs a machine without it")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         Trainer(_config(tiny_corpus_dir, "train.device=cuda"), tmp_path / "run")
+
+
+def test_variable_bptt_windows_cover_every_row_once_and_repeat_per_epoch(tiny_corpus_dir):
+    from rnnlab.training.workloads import build_workload
+
+    config = _config(tiny_corpus_dir, "train.variable_bptt=true", "train.bptt=7")
+    workload = build_workload(config, torch.device("cpu"))
+    rows = workload.train_data.size(0)
+    for epoch in (1, 2):
+        windows = [workload.window(epoch, i) for i in range(workload.windows_in_epoch(epoch))]
+        inputs = torch.cat([w[0] for w in windows])
+        assert torch.equal(inputs, workload.train_data[: rows - 1])  # every input row exactly once, in order
+        assert torch.equal(torch.cat([w[1] for w in windows]), workload.train_data[1:])
+        assert all(len(w[0]) >= 5 for w in windows[:-1])
+    lengths = lambda epoch: [len(workload.window(epoch, i)[0]) for i in range(workload.windows_in_epoch(epoch))]  # noqa: E731
+    assert lengths(1) != lengths(2) and len(set(lengths(1))) > 1  # drawn per epoch...
+    assert lengths(1) == lengths(1)  # ...from the seed alone
+
+
+def test_variable_bptt_scales_the_step_by_the_window_length():
+    from rnnlab.training.optim import scaled_lr
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    with scaled_lr(optimizer, 14 / 7):
+        assert optimizer.param_groups[0]["lr"] == 1.0
+        param.grad = torch.ones(2)
+        optimizer.step()
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    assert torch.equal(param.detach(), torch.full((2,), -1.0))
+
+
+def test_nt_asgd_starts_averaging_when_validation_stops_improving(tiny_corpus_dir, tmp_path):
+    config = _config(tiny_corpus_dir, "train.averaging=nonmono", "train.nonmono=2")
+    trainer = Trainer(config, tmp_path / "run")
+    for loss in (5.0, 4.0, 3.0, 3.5):  # 3.5 is worse than the best before the last two (5.0): not yet
+        trainer._maybe_start_averaging(loss)
+    assert trainer.averaged is None
+    trainer._maybe_start_averaging(4.5)  # worse than min(5.0, 4.0) = 4.0: start
+    assert trainer.averaged is not None and trainer.progress.averaging_from == trainer.progress.step
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    for shift in (1.0, 2.0):  # the weights after two steps: before + 1, then before + 3
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.add_(shift)
+        trainer.averaged.update_parameters(trainer.model)
+    for avg, old in zip(trainer.evaluated_model.parameters(), before):
+        torch.testing.assert_close(avg, old + 2.0)  # validation sees their mean
+    plain = Trainer(_config(tiny_corpus_dir), tmp_path / "plain")
+    for loss in (5.0, 4.0, 3.0, 9.0, 9.0, 9.0, 9.0):
+        plain._maybe_start_averaging(loss)
+    assert plain.averaged is None and plain.evaluated_model is plain.model

@@ -165,6 +165,15 @@ class TrainConfig:
         "(PyTorch's word_language_model)", choices=("sequences", "tokens"))
     batch_size: int = setting(20, "parallel token streams (columns) in training", low=1)
     bptt: int = setting(20, "truncated-BPTT window length", low=1)
+    variable_bptt: bool = setting(
+        False, "draw each window's length around bptt (bptt, or bptt / 2 with probability 0.05, plus N(0, 5) "
+        "steps, at least 5) and scale that step's lr by length / bptt (Merity et al. 2017)")
+    averaging: str = setting(
+        "none", "weight averaging: none, or nonmono (NT-ASGD, Merity et al. 2017: start averaging the weights "
+        "once the validation loss is worse than the best of all but the last train.nonmono validations; "
+        "validation, best.pt and test then use the averaged weights)", choices=("none", "nonmono"))
+    nonmono: int = setting(5, "NT-ASGD's patience: validations that may fail to improve before averaging starts",
+                           low=1)
     eval_batch_size: int = setting(10, "parallel streams in evaluation", low=1)
     epochs: int = setting(13, "training epochs", low=1)
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = no limit)", low=0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -59,3 +60,20 @@ class LrSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self._scheduler is not None:
             self._scheduler.load_state_dict(state)
+
+
+@contextmanager
+def scaled_lr(optimizer: torch.optim.Optimizer, scale: float) -> Iterator[None]:
+    """Every group's lr times ``scale`` inside the block, restored after it (variable-length BPTT:
+    a window of length L takes a step of lr * L / bptt, Merity et al. 2017)."""
+    if scale == 1.0:
+        yield
+        return
+    saved = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * scale
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, saved):
+            group["lr"] = lr

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from rnnlab.config import RESUMABLE_KEYS, Config, check_device_name
 from rnnlab.data.corpus import Corpus
@@ -31,7 +32,7 @@ from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rnnlab.training.loop import train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
-from rnnlab.training.optim import LrSchedule, make_optimizer
+from rnnlab.training.optim import LrSchedule, make_optimizer, scaled_lr
 from rnnlab.training.workloads import Metrics, build_workload
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class Progress:
     window: int = 0  # next BPTT window within the epoch
     best_valid_loss: float = math.inf
     last_valid_step: int = -1
+    epoch_valid_losses: list[float] = field(default_factory=list)  # NT-ASGD's trigger reads them
+    averaging_from: int = -1  # the step NT-ASGD started averaging at (-1: not started)
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Trainer:
         self.schedule = LrSchedule(self.optimizer, train_cfg)
         self.progress = Progress()
         self.state: State | None = None
+        self.averaged: AveragedModel | None = None  # NT-ASGD's running average, once it has started
         self.windows_per_epoch = self.workload.windows_per_epoch
         self._probe = None
         if config.diagnostics.every_steps:  # drawn now, so a probe that cannot be built fails at once
@@ -157,7 +161,7 @@ class Trainer:
                 if stopped_by:
                     break
                 self._train_one_window()
-                if self.progress.window == self.windows_per_epoch:
+                if self.progress.window == self.workload.windows_in_epoch(self.progress.epoch):
                     self._end_epoch()
                 elif train_cfg.eval_every_steps and self.progress.step % train_cfg.eval_every_steps == 0:
                     self._validate()
@@ -187,8 +191,12 @@ class Trainer:
         train_cfg = self.config.train
         inputs, targets = self.workload.window(self.progress.epoch, self.progress.window)
         state = self.state if self.workload.carries_state else None
-        result = train_step(self.model, self.optimizer, inputs, targets, state,
-                            clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
+        lr_scale = inputs.size(0) / train_cfg.bptt if train_cfg.variable_bptt else 1.0
+        with scaled_lr(self.optimizer, lr_scale):
+            result = train_step(self.model, self.optimizer, inputs, targets, state,
+                                clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
@@ -244,10 +252,28 @@ class Trainer:
     def _end_epoch(self) -> None:
         valid = self._validate()
         self.schedule.epoch_end(valid["loss"])
+        self._maybe_start_averaging(valid["loss"])
         self.progress.epoch += 1
         self.progress.window = 0
         self.state = None  # each epoch reads the columns from their beginning again
         self._save(self.run_dir / LATEST)
+
+    def _maybe_start_averaging(self, valid_loss: float) -> None:
+        """NT-ASGD (Merity et al. 2017): once this epoch's validation loss is worse than the best of all
+        but the last ``nonmono`` epochs, average the weights from here on."""
+        history = self.progress.epoch_valid_losses
+        history.append(valid_loss)
+        nonmono = self.config.train.nonmono
+        if (self.config.train.averaging == "nonmono" and self.averaged is None and len(history) > nonmono
+                and valid_loss > min(history[:-nonmono])):
+            self.averaged = AveragedModel(self.model)  # averages from the current weights on
+            self.progress.averaging_from = self.progress.step
+            log.info("NT-ASGD: averaging the weights from step %d on", self.progress.step)
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What validation, best.pt and test see: the averaged weights once NT-ASGD averages, else the model."""
+        return self.averaged.module if self.averaged is not None else self.model
 
     def _validate(self) -> Metrics:
         paused = time.perf_counter()
@@ -266,14 +292,14 @@ class Trainer:
             for obs in self.observers:
                 obs.on_eval_window(split, done, total)
 
-        result = self.workload.evaluate(split, on_window)
+        result = self.workload.evaluate(split, on_window, model=self.evaluated_model)
         # After an epoch's last window the counter already names the next epoch.
         epoch = self.progress.epoch - 1 if self.progress.window == 0 and self.progress.step else self.progress.epoch
         self._emit({"event": "eval", "split": split, "epoch": epoch, "step": self.progress.step, **result})
         return result
 
     def _test_best(self) -> Metrics:
-        self.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+        self.evaluated_model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
         return self._evaluate("test")
 
     def _limit_reached(self, started: float) -> str | None:
@@ -306,10 +332,13 @@ class Trainer:
         if not (torch.isfinite(self._loss_sum) and torch.isfinite(self._last_grad_norm)):
             self._diverged(f"the loss or gradient norm is not finite (loss sum {self._loss_sum.item()}, "
                            f"gradient norm {self._last_grad_norm.item()})")
+        # best.pt holds the evaluated (averaged, under NT-ASGD) weights as "model": eval and generate
+        # read those; the raw training weights and the running average travel for --resume.
         save_checkpoint(path, {
             "config": self.config.to_dict(),
             **self.workload.checkpoint_extras(),
-            "model": self.model.state_dict(),
+            "model": (self.evaluated_model if path.name == BEST else self.model).state_dict(),
+            "averaged": self.averaged.state_dict() if self.averaged is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": asdict(self.progress),
@@ -327,6 +356,9 @@ class Trainer:
                                   f"only {', '.join(sorted(RESUMABLE_KEYS))}")
         self.workload.check_checkpoint(payload, str(self.run_dir))
         self.model.load_state_dict(payload["model"])
+        if payload.get("averaged") is not None:
+            self.averaged = AveragedModel(self.model)
+            self.averaged.load_state_dict(payload["averaged"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.progress = Progress(**payload["progress"])

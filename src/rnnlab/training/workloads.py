@@ -59,8 +59,14 @@ class Workload:
         """(inputs, targets) of training window ``index`` of ``epoch``, on the model's device."""
         raise NotImplementedError
 
-    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
-        """Metrics on ``valid`` or ``test``; always a ``loss`` (lower is better)."""
+    def windows_in_epoch(self, epoch: int) -> int:
+        """Training windows in ``epoch`` (``windows_per_epoch`` unless their lengths vary)."""
+        return self.windows_per_epoch
+
+    def evaluate(self, split: str, on_window: EvalProgress | None = None,
+                 model: RecurrentModel | None = None) -> Metrics:
+        """Metrics of ``model`` (default: the workload's) on ``valid`` or ``test``; always a ``loss``
+        (lower is better)."""
         raise NotImplementedError
 
     def train_metrics(self, loss: float) -> Metrics:
@@ -92,6 +98,7 @@ class LanguageModelling(Workload):
         train = config.train
         self.train_data = batchify(self.corpus.splits["train"], train.batch_size).to(device)
         self.windows_per_epoch = num_windows(self.train_data.size(0), train.bptt)
+        self._schedule: tuple[int, list[tuple[int, int]]] | None = None  # (epoch, [(begin, length), ...])
         eos = self.corpus.vocab.eos_id
         self.streams = {split: eval_stream(self.corpus.splits[split], train.eval_batch_size, eos)
                         for split in ("valid", "test")}
@@ -114,10 +121,33 @@ class LanguageModelling(Workload):
         return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}, line
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return window(self.train_data, self.config.train.bptt, index)
+        if not self.config.train.variable_bptt:
+            return window(self.train_data, self.config.train.bptt, index)
+        begin, length = self._windows(epoch)[index]
+        return self.train_data[begin : begin + length], self.train_data[begin + 1 : begin + 1 + length]
 
-    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
-        result = evaluate(self.model, self.streams[split], self.config.train.bptt, on_window)
+    def windows_in_epoch(self, epoch: int) -> int:
+        return len(self._windows(epoch)) if self.config.train.variable_bptt else self.windows_per_epoch
+
+    def _windows(self, epoch: int) -> list[tuple[int, int]]:
+        """Variable-length BPTT (Merity et al. 2017): each window's length drawn around bptt from a
+        generator seeded by (seed, epoch), so a resumed run cuts the epoch the same way."""
+        if self._schedule is None or self._schedule[0] != epoch:
+            bptt, rows = self.config.train.bptt, self.train_data.size(0) - 1
+            generator = seeded_generator(self.config.train.seed, 4, epoch)
+            windows, begin = [], 0
+            while begin < rows:
+                centre = bptt if float(torch.rand((), generator=generator)) < 0.95 else bptt / 2
+                length = max(5, int(centre + 5 * float(torch.randn((), generator=generator))))
+                windows.append((begin, min(length, rows - begin)))
+                begin += length
+            self._schedule = (epoch, windows)
+        return self._schedule[1]
+
+    def evaluate(self, split: str, on_window: EvalProgress | None = None,
+                 model: RecurrentModel | None = None) -> Metrics:
+        model = model if model is not None else self.model
+        result = evaluate(model, self.streams[split], self.config.train.bptt, on_window)
         return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens}
 
     def train_metrics(self, loss: float) -> Metrics:
@@ -177,14 +207,16 @@ class SyntheticTask(Workload):
         return inputs.to(self.device), targets.to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, split: str, on_window: EvalProgress | None = None) -> Metrics:
+    def evaluate(self, split: str, on_window: EvalProgress | None = None,
+                 model: RecurrentModel | None = None) -> Metrics:
+        model = model if model is not None else self.model
         inputs, targets = self.sets[split]
         chunks = []
         total = -(-inputs.size(1) // self.EVAL_CHUNK)
-        with evaluating(self.model):
+        with evaluating(model):
             for index, begin in enumerate(range(0, inputs.size(1), self.EVAL_CHUNK)):
                 chunk = inputs[:, begin : begin + self.EVAL_CHUNK].to(self.device)
-                chunks.append(self.model.predict(chunk).float().cpu())  # (T, b, O)
+                chunks.append(model.predict(chunk).float().cpu())  # (T, b, O)
                 if on_window is not None:
                     on_window(index + 1, total)
         return {**self.task.evaluate(torch.cat(chunks, dim=1), targets), "sequences": inputs.size(1)}
