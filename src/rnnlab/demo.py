@@ -7,6 +7,9 @@
    steps; with the default init (f ~ 0.5) it vanishes too, which is why the gate matters.
 4. A short LSTM language model on the vendored Penn Treebank: validation perplexity falls.
 5. A few sampled words.
+6. Dropout on the recurrent connection: the masks of naive dropout (fresh at every step) and of
+   variational dropout (one for the window), and how much of the first input still reaches the
+   last step's loss under each (Gal & Ghahramani 2016).
 
 Everything lands in one folder: report.html (the story, plots embedded), demo.json (every number),
 one full diagnostics report per model in cases/, and the language model's run directory.
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.config import Config, ModelConfig, load_config
+from rnnlab.config import Config, ModelConfig, RegularizationConfig, load_config
 from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
@@ -49,13 +52,15 @@ class DemoSettings:
     lm_max_minutes: float = 1.5
     lm_valid_tokens: int = 10_000  # validation slice: the demo shows the trend, rnnlab eval gives exact numbers
     generate_tokens: int = 20
+    recurrent_dropout: float = 0.25  # part 6
+    dropout_draws: int = 50  # masks averaged over in part 6
     seed: int = 1
 
     @classmethod
     def quick(cls) -> DemoSettings:
         """A reduced run for the test suite: the same steps, tiny sizes."""
         return cls(length=30, hidden_size=16, probe_batch=4, lm_hidden_size=16, lm_max_steps=12,
-                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5)
+                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5, dropout_draws=5)
 
 
 CASES = (
@@ -76,7 +81,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     out.mkdir(parents=True, exist_ok=True)
     task = make_task("adding", settings.length)
     inputs, targets = task.sample(settings.probe_batch, seeded_generator(settings.seed, 3))
-    result: dict[str, Any] = {"settings": settings.__dict__, "gradient": [], "clipping": None, "language_model": None}
+    result: dict[str, Any] = {"settings": settings.__dict__, "gradient": [], "clipping": None, "language_model": None,
+                              "dropout": None}
 
     say(f"1-3. gradient of the last step's loss, {settings.length} steps back, on adding-problem inputs")
     models = {}
@@ -108,6 +114,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     say(f"   validation perplexity {lm['valid_ppl'][0]:.0f} -> {lm['valid_ppl'][-1]:.0f} in {lm['steps']} steps")
     say(f"5. sample: {lm['sample']!r}")
 
+    say(f"6. dropout p = {settings.recurrent_dropout} on h_(t-1) of the LSTM (forget bias 3): how much of the first "
+        "input reaches the last step's loss")
+    result["dropout"] = _recurrent_dropout(task, inputs, targets, settings, out / "dropout_masks.png")
+    for row in result["dropout"]["rows"]:
+        say(f"   {row['kind']:<12} ||d cost_n / d x_1|| / ||d cost_n / d x_n|| = {row['reach']:.3g} "
+            f"(median of {row['draws']} mask draws)")
+
     atomic_write_text(out / "demo.json", json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     _plot_gradients(result, out / "gradient_flow.png")
     _plot_language_model(result, out / "lm_training.png")
@@ -128,6 +141,53 @@ def _clipping_step(model: SequenceModel, inputs: torch.Tensor, targets: torch.Te
     model.zero_grad()
     return {"lr": lr, "grad_norm": norm, "update_norm": lr * norm, "clipped_update_norm": lr * after,
             "clip_norm": clip}
+
+
+def _recurrent_dropout(task, inputs: torch.Tensor, targets: torch.Tensor, settings: DemoSettings,
+                       figure: Path) -> dict[str, Any]:
+    """Part 6: one LSTM, three ways of dropping h_(t-1): none, naive (a fresh mask every step) and
+    variational (one mask for every step). For each, in training mode, the gradient of the last step's
+    loss with respect to the first input relative to the last input, the median over mask draws."""
+    torch.manual_seed(settings.seed)
+    config = ModelConfig(cell="lstm", num_layers=1, hidden_size=settings.hidden_size, init="default", forget_bias=3.0)
+    weights = SequenceModel.from_config(config, task).state_dict()
+    rows, masks = [], {}
+    for kind in ("none", "naive", "variational"):
+        p = 0.0 if kind == "none" else settings.recurrent_dropout
+        reg = RegularizationConfig(recurrent_dropout=p,
+                                   recurrent_dropout_kind="variational" if kind == "none" else kind)
+        model = SequenceModel.from_config(config, task, reg)
+        model.load_state_dict(weights)  # the same weights for all three
+        model.train()
+        draws = 1 if kind == "none" else settings.dropout_draws
+        reach = []
+        for _ in range(draws):
+            x = model.rnn_inputs(inputs).detach().requires_grad_()  # (T, B, I)
+            noise = model.rnn.sample_noise(x.size(0), x.size(1), x)
+            if noise is not None and kind not in masks:
+                masks[kind] = noise.recurrent[0]
+            hidden, _ = model.rnn(x, None, noise)
+            (grad,) = torch.autograd.grad(model.step_costs(hidden, targets)[-1], x)
+            per_step = grad.double().norm(dim=-1).mean(1)  # (T,): ||d cost_n / d x_t|| averaged over the batch
+            reach.append(float(per_step[0] / per_step[-1]))
+        rows.append({"kind": kind, "p": p, "reach": sorted(reach)[len(reach) // 2], "draws": draws})
+    _plot_masks(masks, settings, figure)
+    return {"rows": rows, "figure": figure.name}
+
+
+def _plot_masks(masks: dict[str, torch.Tensor], settings: DemoSettings, path: Path) -> None:
+    """The mask on h_(t-1) of one sequence, unit by step: naive changes every step, variational never."""
+    plt = pyplot()
+    steps, units = settings.length, min(settings.hidden_size, 32)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, kind in zip(axes, ("naive", "variational")):
+        mask = masks[kind]
+        grid = mask[:, 0, :units] if mask.dim() == 3 else mask[:units].expand(steps, units)  # (T, units)
+        ax.imshow((grid > 0).t().float().numpy(), aspect="auto", cmap="gray", interpolation="nearest")
+        ax.set_title(f"{kind}: {'a fresh mask every step' if kind == 'naive' else 'one mask for every step'}")
+        ax.set_xlabel("time step")
+        ax.set_ylabel("unit of h_(t-1)")
+    save_figure(fig, path)
 
 
 def _train_language_model(run_dir: Path, settings: DemoSettings, observers: tuple[Observer, ...]) -> dict[str, Any]:
@@ -201,6 +261,8 @@ def _render(result: dict[str, Any], out: Path) -> str:
         f"<td><a href='cases/{esc(r['name'])}/report.html'>report</a></td></tr>" for r in result["gradient"])
     clip, lm = result["clipping"], result["language_model"]
     ppl = " &rarr; ".join(f"{p:.0f}" for p in lm["valid_ppl"])
+    dropout_rows = "".join(f"<tr><td>{esc(r['kind'])}</td><td>{r['reach']:.3g}</td><td>{r['draws']}</td></tr>"
+                           for r in result["dropout"]["rows"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rnnlab demo</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; }}
@@ -226,6 +288,15 @@ lr {clip['lr']} would move the weights by {clip['update_norm']:.3g}. Clipping th
 Run directory: <code>{esc(lm['run_dir'])}</code>.</p>
 <img alt="language model training" src="{_image(out / 'lm_training.png')}">
 <h2>5. A sample</h2><p><code>{esc(lm['sample'])}</code></p>
+<h2>6. Dropout on the recurrent connection</h2>
+<p>Dropping units of h_(t-1) with a fresh mask at every step (naive) fights the recurrent weights that every step
+shares; variational dropout (Gal &amp; Ghahramani 2016) keeps one mask for all the steps of the window (white: kept,
+black: dropped, p = {s['recurrent_dropout']}, one sequence). Below, for the LSTM of part 3 (forget bias 3) in training
+mode: how strongly the last step's loss still depends on the first input, relative to the last input
+(||d cost_n / d x_1|| / ||d cost_n / d x_n||, the median over mask draws). <code>experiments/recurrent_dropout.py</code>
+trains with each kind on a long-range task (results in docs/RESULTS.md).</p>
+<table><tr><th>recurrent dropout</th><th>reach of the first input</th><th>mask draws</th></tr>{dropout_rows}</table>
+<img alt="dropout masks" src="{_image(out / result['dropout']['figure'])}">
 <p>Every number is in demo.json. Train the full Zaremba et al. configuration with <code>rnnlab train</code>.</p>
 </body></html>
 """
@@ -241,6 +312,8 @@ def format_table(result: dict[str, Any]) -> str:
                  f"(global norm {clip['grad_norm']:.3g} clipped to {clip['clip_norm']})")
     lines.append("LM valid perplexity: " + " -> ".join(f"{p:.0f}" for p in lm["valid_ppl"]) + f" ({lm['steps']} steps)")
     lines.append(f"sample: {lm['sample']}")
+    reach = ", ".join(f"{r['kind']} {r['reach']:.3g}" for r in result["dropout"]["rows"])
+    lines.append(f"recurrent dropout {result['settings']['recurrent_dropout']}, reach of the first input: {reach}")
     return "\n".join(lines)
 
 
