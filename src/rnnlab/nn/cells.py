@@ -47,21 +47,18 @@ class LayerWeights(NamedTuple):
 
 
 # ---------------------------------------------------------------- one step of each cell
-# Each returns (h_t, c_t or None, trace) where trace holds the step's intermediates by name.
+# Each returns (h_t, c_t or None, trace) where trace holds the step's intermediates by name. With
+# w_ih None, x is the step's input part W_ih x_t + b_ih, computed for the whole window in one product.
 
 
 def rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity: str = "tanh", h_mask=None):
-    z = x @ w_ih.t() + _recurrent_input(h, h_mask) @ w_hh.t()
-    if b_ih is not None:
-        z = z + b_ih + b_hh
+    z = _input_part(x, w_ih, b_ih) + _recurrent_part(h, h_mask, w_hh, b_hh)
     h_new = torch.tanh(z) if nonlinearity == "tanh" else torch.relu(z)
     return h_new, None, {"z": z}
 
 
 def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, h_mask=None):
-    gates = x @ w_ih.t() + _recurrent_input(h, h_mask) @ w_hh.t()
-    if b_ih is not None:
-        gates = gates + b_ih + b_hh
+    gates = _input_part(x, w_ih, b_ih) + _recurrent_part(h, h_mask, w_hh, b_hh)
     zi, zf, zg, zo = gates.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(zi), torch.sigmoid(zf), torch.tanh(zg), torch.sigmoid(zo)
     c_new = f * c + i * g
@@ -70,10 +67,8 @@ def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, h_mask=None):
 
 
 def gru_step(x, h, w_ih, w_hh, b_ih, b_hh, h_mask=None):
-    gi = x @ w_ih.t()
-    gh = _recurrent_input(h, h_mask) @ w_hh.t()  # the interpolation below keeps the unmasked h
-    if b_ih is not None:
-        gi, gh = gi + b_ih, gh + b_hh
+    gi = _input_part(x, w_ih, b_ih)
+    gh = _recurrent_part(h, h_mask, w_hh, b_hh)  # the interpolation below keeps the unmasked h
     ir, iz, i_n = gi.chunk(3, dim=-1)
     hr, hz, h_n = gh.chunk(3, dim=-1)
     r = torch.sigmoid(ir + hr)
@@ -84,10 +79,20 @@ def gru_step(x, h, w_ih, w_hh, b_ih, b_hh, h_mask=None):
     return h_new, None, {"r": r, "z": z, "n": n, "z_n": zn}
 
 
-def _recurrent_input(h: torch.Tensor, h_mask: torch.Tensor | None) -> torch.Tensor:
-    """What enters W_hh: h_{t-1}, or h_{t-1} * mask under recurrent dropout (the mask touches this
-    product only, never the state carried forward)."""
-    return h if h_mask is None else h * h_mask
+def _input_part(x: torch.Tensor, w_ih: torch.Tensor | None, b_ih: torch.Tensor | None) -> torch.Tensor:
+    """W_ih x_t + b_ih; with ``w_ih`` None, x is that already (computed for every step at once)."""
+    if w_ih is None:
+        return x
+    projected = x @ w_ih.t()
+    return projected if b_ih is None else projected + b_ih
+
+
+def _recurrent_part(h: torch.Tensor, h_mask: torch.Tensor | None, w_hh: torch.Tensor,
+                    b_hh: torch.Tensor | None) -> torch.Tensor:
+    """W_hh h_{t-1} + b_hh, or W_hh (h_{t-1} * mask) + b_hh under recurrent dropout: the mask touches
+    this product only, never the state carried forward."""
+    product = (h if h_mask is None else h * h_mask) @ w_hh.t()
+    return product if b_hh is None else product + b_hh
 
 
 def step_function(cell: str) -> Callable:

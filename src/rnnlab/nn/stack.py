@@ -147,6 +147,7 @@ class RecurrentStack(nn.Module):
                       h_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """A mask per sequence (B, H) or per step (T, B, H) on h_{t-1}: the reference cells, step by step."""
         w_ih, _, b_ih, b_hh = self.layer_weights(k)
+        projected = nn.functional.linear(x, w_ih, b_ih)  # (T, B, I) -> (T, B, G*H): every step's input part at once
         step = step_function(self.cell)
         batch = x.size(1)
         zeros = x.new_zeros(batch, self.hidden_size)
@@ -157,7 +158,7 @@ class RecurrentStack(nn.Module):
         outputs = []
         for t in range(x.size(0)):
             mask = h_mask[t] if h_mask.dim() == 3 else h_mask
-            h, c, _ = step(x[t], h, c, w_ih, w_hh, b_ih, b_hh, h_mask=mask)
+            h, c, _ = step(projected[t], h, c, None, w_hh, None, b_hh, h_mask=mask)
             outputs.append(h)
         final = (h.unsqueeze(0), c.unsqueeze(0)) if self.cell == "lstm" else h.unsqueeze(0)  # (1, B, H)
         return torch.stack(outputs), final
