@@ -39,6 +39,9 @@ def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
 
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--quiet"]) == 0
     assert "test perplexity:" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(run), "--split", "test", "--mc-samples", "3", "--json"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert sampled["mc_samples"] == 3 and sampled["split"] == "test" and sampled["tokens"] > 0
     assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0  # with its progress bar
     captured = capsys.readouterr()
     assert "test perplexity:" in captured.out and "window" in captured.err
@@ -98,7 +101,7 @@ def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run)]) == 0  # with its progress bar
     captured = capsys.readouterr()
     assert "valid accuracy" in captured.out and "window" in captured.err
-    for option in (["--data", str(tmp_path)], ["--batch-size", "2"]):
+    for option in (["--data", str(tmp_path)], ["--batch-size", "2"], ["--mc-samples", "2"]):
         assert main(["eval", "--checkpoint", str(run), *option]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{option[0]} applies to language models" in err

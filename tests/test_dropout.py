@@ -216,3 +216,34 @@ def test_a_run_with_every_regularizer_nt_asgd_and_variable_bptt_resumes_exactly(
     for part in ("model", "averaged"):
         assert a[part].keys() == b[part].keys() and all(torch.equal(a[part][k], b[part][k]) for k in a[part])
     assert a["progress"] == b["progress"] and resumed.steps == whole.steps
+
+
+def test_monte_carlo_dropout_evaluation_is_the_mixture_of_sampled_distributions():
+    from rnnlab.data.batching import eval_stream
+    from rnnlab.training.loop import evaluate, evaluate_mc_dropout
+
+    torch.manual_seed(7)
+    ids = torch.randint(11, (53,))
+    stream = eval_stream(ids, 3, eos_id=0)
+    plain = RNNLanguageModel(11, embedding_dim=4, hidden_size=4, num_layers=2)
+    exact = evaluate(plain, stream, bptt=5)
+    assert evaluate_mc_dropout(plain, stream, 5, samples=3).loss == pytest.approx(exact.loss, rel=1e-6)
+
+    reg = RegularizationConfig(input_dropout=0.3, output_dropout=0.3, dropout_kind="variational",
+                               recurrent_dropout=0.3)
+    model = RNNLanguageModel(11, embedding_dim=4, hidden_size=4, num_layers=2, regularization=reg)
+    model.load_state_dict(plain.state_dict())
+    # One sample, by hand: a training-mode pass with the state carried, the same seed.
+    torch.manual_seed(8)
+    mc = evaluate_mc_dropout(model, stream, 5, samples=1)
+    torch.manual_seed(8)
+    total, state = 0.0, None
+    with torch.no_grad():
+        for begin in range(0, stream.inputs.size(0), 5):
+            features, state = model.features(stream.inputs[begin : begin + 5], state)
+            targets = stream.targets[begin : begin + 5].reshape(-1)
+            total += float(model.output.exact_loss(features.reshape(-1, 4), targets).loss)
+    assert mc.loss == pytest.approx(total / stream.tokens, rel=1e-6)
+    assert model.training  # the mode the model was in comes back
+    several = evaluate_mc_dropout(model, stream, 5, samples=4)
+    assert several.tokens == exact.tokens and several.loss != mc.loss != exact.loss

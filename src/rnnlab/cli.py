@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("valid", "test"), default="valid", help="split (default valid)")
     evaluate.add_argument("--batch-size", type=_positive_int, metavar="N",
                           help="parallel streams (default: the run's train.eval_batch_size)")
+    evaluate.add_argument("--mc-samples", type=_positive_int, default=0, metavar="N",
+                          help="Monte-Carlo dropout: average the predictive distributions of N dropout masks "
+                               "(Gal & Ghahramani 2016; default: dropout off, deterministic)")
     evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (loss, ppl, tokens, ...)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -177,7 +180,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.training.checkpoint import LATEST, load_checkpoint
     from rnnlab.training.trainer import Trainer
-    from rnnlab.training.workloads import check_data_option
+    from rnnlab.training.workloads import check_corpus_options
 
     if args.resume:
         if args.preset or args.config:
@@ -196,12 +199,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"a resumed run cannot change {', '.join(refused)}; it may change only "
                               f"{', '.join(sorted(RESUMABLE_KEYS))}")
         config = Config.from_dict(payload["config"], source="checkpoint config").with_overrides(overrides)
-        check_data_option(config, args.data)
+        check_corpus_options(config, data=args.data)
         del payload
     else:
         extra = [f"data.path={args.data}"] if args.data else []
         config = load_config(args.preset, args.config, [*args.overrides, *extra])
-        check_data_option(config, args.data)
+        check_corpus_options(config, data=args.data)
         run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None))
     config = _absolute_data_path(config)
 
@@ -227,18 +230,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from rnnlab.training.trainer import resolve_device
-    from rnnlab.training.workloads import check_data_option, workload_class
+    from rnnlab.training.workloads import check_corpus_options, workload_class
 
     path = resolve_checkpoint_path(args.checkpoint)
     model, config, vocab = model_from_checkpoint(load_checkpoint(path))
-    check_data_option(config, args.data, args.batch_size)
+    check_corpus_options(config, data=args.data, batch_size=args.batch_size, mc_samples=args.mc_samples)
     if args.data:
         config = config.with_overrides({"data.path": args.data})
     model.to(resolve_device(args.device))
     bar = _eval_bar(args.split, enabled=not (args.quiet or args.json))
     metrics, line = workload_class(config).evaluate_checkpoint(
         model, config, vocab, args.split, batch_size=args.batch_size,
-        on_window=bar.update_to if bar is not None else None)
+        on_window=bar.update_to if bar is not None else None, mc_samples=args.mc_samples)
     if bar is not None:
         bar.close()
     print(json.dumps({"checkpoint": str(path), "split": args.split, **metrics}) if args.json else line)
@@ -252,7 +255,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from rnnlab.diagnostics.report import write_report
     from rnnlab.training.checkpoint import load_checkpoint, resolve_checkpoint_path
     from rnnlab.training.trainer import resolve_device
-    from rnnlab.training.workloads import build_workload, check_data_option
+    from rnnlab.training.workloads import build_workload, check_corpus_options
 
     device = resolve_device(args.device)
     extra = {"data.path": args.data} if args.data else {}
@@ -261,7 +264,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         payload = load_checkpoint(path)
         config = Config.from_dict(payload["config"], source="checkpoint config")
         config = config.with_overrides({**parse_overrides(args.overrides), **extra})
-        check_data_option(config, args.data)
+        check_corpus_options(config, data=args.data)
         workload = build_workload(config, device)
         workload.check_checkpoint(payload, str(path))
         try:
@@ -272,7 +275,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.preset, args.config, args.overrides)
         config = config.with_overrides(extra) if extra else config
-        check_data_option(config, args.data)
+        check_corpus_options(config, data=args.data)
         torch.manual_seed(config.train.seed)
         workload = build_workload(config, device)
         title = f"rnnlab diagnostics: untrained {args.preset or args.config or DEFAULT_PRESET}"

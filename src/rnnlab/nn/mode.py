@@ -9,12 +9,17 @@ from torch import nn
 
 
 @contextmanager
-def evaluating(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (dropout off) inside the block; the module's earlier mode comes back after it, also on
+def in_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """``module.train(training)`` inside the block; the module's earlier mode comes back after it, also on
     an error, so evaluating or measuring in the middle of training leaves training as it was."""
     was_training = module.training
-    module.eval()
+    module.train(training)
     try:
         yield module
     finally:
         module.train(was_training)
+
+
+def evaluating(module: nn.Module):
+    """Eval mode (dropout off) inside the block, the earlier mode after it."""
+    return in_mode(module, False)

@@ -10,7 +10,8 @@ import torch
 
 from rnnlab.data.batching import EvalStream
 from rnnlab.models.base import RecurrentModel
-from rnnlab.nn.mode import evaluating
+from rnnlab.nn.mode import evaluating, in_mode
+from rnnlab.nn.output import IGNORE_INDEX
 from rnnlab.nn.recurrent import State, detach_state
 
 
@@ -78,6 +79,42 @@ def evaluate(
             out = model.exact_loss(inputs[begin : begin + bptt], targets[begin : begin + bptt], state)
             total += out.loss.double()
             state = out.state
+            if on_window is not None:
+                on_window(index + 1, windows)
+    loss = total.item() / stream.tokens
+    return EvalResult(loss, _perplexity(loss), stream.tokens)
+
+
+@torch.no_grad()
+def evaluate_mc_dropout(
+    model: RecurrentModel,
+    stream: EvalStream,
+    bptt: int,
+    samples: int,
+    on_window: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Monte-Carlo dropout evaluation (Gal & Ghahramani 2016): the predictive distribution is the mean of
+    ``samples`` distributions, each with its own dropout masks (and its own carried state), and the
+    perplexity is that mixture's, exact over every token: log p(w) = logsumexp_s log p_s(w) - log S."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    device = next(model.parameters()).device
+    inputs, targets = stream.inputs.to(device), stream.targets.to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    states: list[State | None] = [None] * samples
+    rows = inputs.size(0)
+    windows = -(-rows // bptt)
+    with in_mode(model, True):  # dropout on: every sample draws its own masks
+        for index, begin in enumerate(range(0, rows, bptt)):
+            window_targets = targets[begin : begin + bptt].reshape(-1)  # (T*B,)
+            scored = window_targets != IGNORE_INDEX
+            picked = []
+            for s in range(samples):
+                features, states[s] = model.features(inputs[begin : begin + bptt], states[s])
+                log_probs = model.output.log_probs(features.reshape(-1, features.size(-1)))  # (T*B, V)
+                picked.append(log_probs[scored].gather(1, window_targets[scored].unsqueeze(1)).squeeze(1))
+            mixture = torch.logsumexp(torch.stack(picked).double(), dim=0) - math.log(samples)  # (N,)
+            total -= mixture.sum()
             if on_window is not None:
                 on_window(index + 1, windows)
     loss = total.item() / stream.tokens

@@ -31,7 +31,7 @@ from rnnlab.models.base import RecurrentModel
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.sequence_model import SequenceModel
 from rnnlab.nn.mode import evaluating
-from rnnlab.training.loop import evaluate
+from rnnlab.training.loop import evaluate, evaluate_mc_dropout
 
 Metrics = dict[str, Any]
 EvalProgress = Callable[[int, int], None]
@@ -51,7 +51,7 @@ class Workload:
     @classmethod
     def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
                             batch_size: int | None = None, on_window: EvalProgress | None = None,
-                            ) -> tuple[Metrics, str]:
+                            mc_samples: int = 0) -> tuple[Metrics, str]:
         """A checkpoint's model on ``split`` of ``config``'s data: the metrics and one line saying them."""
         raise NotImplementedError
 
@@ -112,13 +112,18 @@ class LanguageModelling(Workload):
     @classmethod
     def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
                             batch_size: int | None = None, on_window: EvalProgress | None = None,
-                            ) -> tuple[Metrics, str]:
+                            mc_samples: int = 0) -> tuple[Metrics, str]:
         ids, oov = load_split(config.data, vocab, split)
         stream = eval_stream(ids, batch_size or config.train.eval_batch_size, vocab.eos_id)
-        result = evaluate(model, stream, config.train.bptt, on_window)
+        if mc_samples:
+            result = evaluate_mc_dropout(model, stream, config.train.bptt, mc_samples, on_window)
+        else:
+            result = evaluate(model, stream, config.train.bptt, on_window)
+        how = f", Monte-Carlo dropout over {mc_samples} masks" if mc_samples else ""
         line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
-                f"{oov} out of vocabulary)")
-        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}, line
+                f"{oov} out of vocabulary{how})")
+        metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}
+        return ({**metrics, "mc_samples": mc_samples} if mc_samples else metrics), line
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.config.train.variable_bptt:
@@ -195,8 +200,8 @@ class SyntheticTask(Workload):
     @classmethod
     def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
                             batch_size: int | None = None, on_window: EvalProgress | None = None,
-                            ) -> tuple[Metrics, str]:
-        check_data_option(config, None, batch_size)
+                            mc_samples: int = 0) -> tuple[Metrics, str]:
+        check_corpus_options(config, batch_size=batch_size, mc_samples=mc_samples)
         workload = cls(config, next(model.parameters()).device, model=model)
         metrics = workload.evaluate(split, on_window)
         return {"task": config.task.name, **metrics}, f"{split} {workload.summary(metrics)}"
@@ -240,10 +245,12 @@ def build_workload(config: Config, device: torch.device, corpus: Corpus | None =
     return workload_class(config)(config, device, corpus)
 
 
-def check_data_option(config: Config, data: str | None, batch_size: int | None = None) -> None:
-    """Refuse --data (and eval's --batch-size) for a problem that reads no corpus."""
+def check_corpus_options(config: Config, **given: Any) -> None:
+    """Refuse options that only a language model has (``data=``, ``batch_size=``, ``mc_samples=``: the
+    command-line options --data, --batch-size, --mc-samples) for a problem that reads no corpus."""
     if workload_class(config).reads_corpus:
         return
-    for option, given in (("--data", data), ("--batch-size", batch_size)):
-        if given:
+    for name, value in given.items():
+        if value:
+            option = "--" + name.replace("_", "-")
             raise ConfigError(f"{option} applies to language models, not to the {config.task.name} task")
