@@ -64,15 +64,19 @@ def recurrent_passes(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def time_alternating(runs: dict[str, Callable[[], None]], steps: int) -> dict[str, float]:
+def time_alternating(runs: dict[str, Callable[[], None]], steps: int,
+                     device: torch.device | None = None) -> dict[str, float]:
     """Seconds spent in each run over ``steps`` calls each, the runs interleaved call by call; one
-    untimed warm-up call each first."""
+    untimed warm-up call each first. On CUDA each call is timed to the end of its kernels."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
     for run in runs.values():
         run()
+    sync()
     spent = dict.fromkeys(runs, 0.0)
     for _ in range(steps):
         for name, run in runs.items():
             started = time.perf_counter()
             run()
+            sync()
             spent[name] += time.perf_counter() - started
     return spent

@@ -17,7 +17,7 @@ them alike. A step is a whole rnnlab training step (`train_step`: forward, backw
     python bench/dropout_speed.py --shape ptb-small --steps 40 --rounds 2
 
 Prints ms per step and the throughput ratio to "none" (over all rounds), and each round's ratio.
-Threads: torch's default (2 here).
+Threads: torch's default (2 here). ``--device cuda`` times the same on a GPU (synchronised per step).
 """
 
 from __future__ import annotations
@@ -49,23 +49,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="timed steps per variant and round (default: per shape)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     config = load_config(args.shape)
     m, t = config.model, config.train
     steps = args.steps or (60 if m.hidden_size <= 200 else 15)
     corpus = load_corpus(config.data)
-    columns = batchify(corpus.splits["train"], t.batch_size)
+    columns = batchify(corpus.splits["train"], t.batch_size).to(device)
     torch.manual_seed(t.seed)
     base = RNNLanguageModel.from_config(m, len(corpus.vocab))
     runs = {}
     for name in args.variants:
         model = RNNLanguageModel.from_config(m, len(corpus.vocab), RegularizationConfig(**VARIANTS[name]))
         model.load_state_dict(copy.deepcopy(base.state_dict()))  # the same initial weights for every variant
-        runs[name] = training_steps(model, columns, t)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu; {args.shape} shape: "
+        runs[name] = training_steps(model.to(device), columns, t)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}; {args.shape} shape: "
           f"{m.num_layers}x{m.hidden_size}, bptt {t.bptt}, batch {t.batch_size}; {steps} steps x {args.rounds} rounds")
-    rounds = [time_alternating(runs, steps) for _ in range(args.rounds)]
+    rounds = [time_alternating(runs, steps, device) for _ in range(args.rounds)]
     total = {name: sum(r[name] for r in rounds) for name in runs}
     reference = "none" if "none" in runs else next(iter(runs))
     for name in runs:
