@@ -12,7 +12,7 @@ number of steps:
 - weight_drop: locked dropout 0.5 + DropConnect 0.5 on W_hh (Merity et al. 2017).
 
     python experiments/ptb_dropout.py runs/ptb-dropout                 # 1,200 steps each
-    python experiments/ptb_dropout.py OUT --steps 3000 --fraction 0.5
+    python experiments/ptb_dropout.py OUT --steps 2400        # continues the runs of a shorter budget
 
 Prints a markdown table (best and last validation perplexity) and writes OUT/curves.png with
 `rnnlab plot`'s panels; the runs are in OUT/<variant>.
@@ -26,6 +26,7 @@ from pathlib import Path
 from rnnlab.config import load_config
 from rnnlab.data.corpus import resolve_data_path
 from rnnlab.plots import plot_runs
+from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.metrics import read_metrics
 from rnnlab.training.trainer import Trainer
 
@@ -70,8 +71,11 @@ def main() -> None:
     rows = []
     for name in args.variants:
         run_dir = args.out / name
-        if not (run_dir / "best.pt").is_file():
-            Trainer(load_config("ptb-small", overrides=[*common, *VARIANTS[name]]), run_dir).fit()
+        config = load_config("ptb-small", overrides=[*common, *VARIANTS[name]])
+        if not (run_dir / "latest.pt").is_file():
+            Trainer(config, run_dir).fit()
+        elif load_checkpoint(run_dir / "latest.pt")["progress"]["step"] < args.steps:
+            Trainer(config, run_dir, resume=True).fit()  # a longer budget continues the earlier run
         valid = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "valid"]
         best = min(valid, key=lambda r: r["loss"])
         rows.append((name, best["ppl"], best["step"], valid[-1]["ppl"], valid[-1]["step"]))
