@@ -30,14 +30,15 @@ from rnnlab.training.checkpoint import load_checkpoint
 from rnnlab.training.metrics import read_metrics
 from rnnlab.training.trainer import Trainer
 
-LOCKED = ["regularization.input_dropout=0.5", "regularization.hidden_dropout=0.5",
-          "regularization.output_dropout=0.5"]
+# Zaremba's rates on the non-recurrent connections; standard masks unless a variant sets dropout_kind.
+NON_RECURRENT = ["regularization.input_dropout=0.5", "regularization.hidden_dropout=0.5",
+                 "regularization.output_dropout=0.5"]
 VARIANTS = {
     "none": [],
-    "zaremba": LOCKED,
-    "naive": [*LOCKED, "regularization.recurrent_dropout=0.3", "regularization.recurrent_dropout_kind=naive"],
-    "variational": [*LOCKED, "regularization.dropout_kind=variational", "regularization.recurrent_dropout=0.3"],
-    "weight_drop": [*LOCKED, "regularization.dropout_kind=variational", "regularization.weight_drop=0.5"],
+    "zaremba": NON_RECURRENT,
+    "naive": [*NON_RECURRENT, "regularization.recurrent_dropout=0.3", "regularization.recurrent_dropout_kind=naive"],
+    "variational": [*NON_RECURRENT, "regularization.dropout_kind=variational", "regularization.recurrent_dropout=0.3"],
+    "weight_drop": [*NON_RECURRENT, "regularization.dropout_kind=variational", "regularization.weight_drop=0.5"],
 }
 MODEL = ["model.hidden_size=300", "model.embedding_dim=300", "model.init_range=0.05", "train.bptt=35",
          "train.schedule=none", "train.epochs=1000", "train.log_every=50"]

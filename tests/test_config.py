@@ -195,8 +195,8 @@ def test_a_config_without_a_version_is_version_1_and_migrates(monkeypatch):
     monkeypatch.setattr(config_module, "CONFIG_VERSION", 3)
     steps = dict(config_module.MIGRATIONS)
     seen = []
-    steps[1] = lambda raw: seen.append(1)
-    steps[2] = lambda raw: (seen.append(2), rename_key(raw, "train.clip_norm", "train.max_grad_norm"))
+    steps[1] = lambda raw, base: seen.append(1)
+    steps[2] = lambda raw, base: (seen.append(2), rename_key(raw, "train.clip_norm", "train.max_grad_norm"))
     monkeypatch.setattr(config_module, "MIGRATIONS", steps)
     migrated = migrate({"train": {"clip_norm": 0.5, "lr": 2.0}})  # no version: 1
     assert seen == [1, 2] and migrated == {"train": {"max_grad_norm": 0.5, "lr": 2.0}}
@@ -242,3 +242,11 @@ def test_variational_presets_are_gal_and_ghahramani_2016(name, inner, outer):
     assert reg.input_dropout == reg.hidden_dropout == reg.output_dropout == inner and reg.dropout_kind == "variational"
     assert reg.recurrent_dropout == reg.embedding_dropout == outer and reg.recurrent_dropout_kind == "variational"
     assert config.model == zaremba.model and config.train == zaremba.train  # all else as Zaremba et al. 2014
+
+
+def test_old_model_dropout_keeps_its_meaning_for_a_task_named_by_its_preset(tmp_path):
+    """Task models had no input dropout: a version-1 file on a task preset gets none."""
+    path = tmp_path / "old-task.toml"
+    path.write_text('preset = "adding-lstm"\n[model]\ndropout = 0.3\n', encoding="utf-8")
+    reg = load_config(config_file=path).regularization
+    assert (reg.input_dropout, reg.hidden_dropout, reg.output_dropout) == (0.0, 0.3, 0.3)

@@ -245,13 +245,15 @@ def test_variable_bptt_scales_the_step_by_the_window_length():
 
 
 def test_nt_asgd_starts_averaging_when_validation_stops_improving(tiny_corpus_dir, tmp_path):
+    """AWD-LSTM's rule: the new loss against the best of the earlier losses but the last ``nonmono``."""
     config = _config(tiny_corpus_dir, "train.averaging=nonmono", "train.nonmono=2")
     trainer = Trainer(config, tmp_path / "run")
-    for loss in (5.0, 4.0, 3.0, 3.5):  # 3.5 is worse than the best before the last two (5.0): not yet
+    for loss in (5.0, 3.0, 4.0, 3.5):  # 3.5 against min(5.0) (3.0 and 4.0 are the last two): not worse
         trainer._maybe_start_averaging(loss)
     assert trainer.averaged is None
-    trainer._maybe_start_averaging(4.5)  # worse than min(5.0, 4.0) = 4.0: start
+    trainer._maybe_start_averaging(3.2)  # against min(5.0, 3.0) = 3.0: worse, start averaging
     assert trainer.averaged is not None and trainer.progress.averaging_from == trainer.progress.step
+    assert trainer.progress.epoch_valid_losses == [5.0, 3.0, 4.0, 3.5, 3.2]
     before = [p.detach().clone() for p in trainer.model.parameters()]
     for shift in (1.0, 2.0):  # the weights after two steps: before + 1, then before + 3
         with torch.no_grad():
@@ -264,3 +266,30 @@ def test_nt_asgd_starts_averaging_when_validation_stops_improving(tiny_corpus_di
     for loss in (5.0, 4.0, 3.0, 9.0, 9.0, 9.0, 9.0):
         plain._maybe_start_averaging(loss)
     assert plain.averaged is None and plain.evaluated_model is plain.model
+
+
+def test_variable_bptt_scales_the_lr_only_for_a_per_token_loss(tiny_corpus_dir, tmp_path, monkeypatch):
+    from rnnlab.training import trainer as trainer_module
+
+    seen = []
+    real = trainer_module.scaled_lr
+
+    def spy(optimizer, scale):
+        seen.append(scale)
+        return real(optimizer, scale)
+
+    monkeypatch.setattr(trainer_module, "scaled_lr", spy)
+    for average, scaled in (("tokens", True), ("sequences", False)):
+        seen.clear()
+        config = _config(tiny_corpus_dir, "train.variable_bptt=true", "train.bptt=7", "train.max_steps=6",
+                         f"train.loss_average={average}")
+        trainer = Trainer(config, tmp_path / average)
+        trainer.fit()
+        lengths = [len(trainer.workload.window(1, i)[0]) / 7 for i in range(6)]
+        assert seen == (lengths if scaled else [1.0] * 6)
+
+
+def test_token_stream_options_are_refused_for_tasks():
+    for key in ("train.variable_bptt=true", "regularization.embedding_dropout=0.1"):
+        with pytest.raises(ConfigError, match="task"):
+            load_config("adding-lstm", overrides=[key])

@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=_positive_int, metavar="N",
                           help="parallel streams (default: the run's train.eval_batch_size)")
     evaluate.add_argument("--mc-samples", type=_positive_int, default=0, metavar="N",
-                          help="Monte-Carlo dropout: average the predictive distributions of N dropout masks "
-                               "(Gal & Ghahramani 2016; default: dropout off, deterministic)")
+                          help="Monte-Carlo dropout: average the predictive distributions of N dropout samples, "
+                               "each drawing its masks per window as training does, seeded by the run's train.seed "
+                               "(Gal & Ghahramani 2016; default 0: dropout off)")
     evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (loss, ppl, tokens, ...)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -136,9 +136,11 @@ class RegularizationConfig:
     embedding_dropout: float = _rate("drop whole word types (embedding rows) per batch, rescaled (Gal & "
                                      "Ghahramani 2016; Merity et al. 2017)")
     ar: float = setting(0.0, "activation regularization alpha: alpha * mean(dropped last-layer output^2) added to "
-                        "the training loss (Merity et al. 2017)", low=0.0)
+                        "the averaged training loss (Merity et al. 2017, whose alpha 2 assumes "
+                        "train.loss_average = tokens)", low=0.0)
     tar: float = setting(0.0, "temporal activation regularization beta: beta * mean((h_t - h_{t-1})^2) of the last "
-                         "layer's outputs added to the training loss (Merity et al. 2017)", low=0.0)
+                         "layer's outputs added to the averaged training loss (Merity et al. 2017, whose beta 1 "
+                         "assumes train.loss_average = tokens)", low=0.0)
 
     def __post_init__(self) -> None:
         _validate_section("regularization", self)
@@ -167,7 +169,8 @@ class TrainConfig:
     bptt: int = setting(20, "truncated-BPTT window length", low=1)
     variable_bptt: bool = setting(
         False, "draw each window's length around bptt (bptt, or bptt / 2 with probability 0.05, plus N(0, 5) "
-        "steps, at least 5) and scale that step's lr by length / bptt (Merity et al. 2017)")
+        "steps, at least 5) and, with loss_average = tokens, scale that step's lr by length / bptt (Merity et "
+        "al. 2017; a loss summed over the window already grows with its length)")
     averaging: str = setting(
         "none", "weight averaging: none, or nonmono (NT-ASGD, Merity et al. 2017: start averaging the weights "
         "once the validation loss is worse than the best of all but the last train.nonmono validations; "
@@ -238,6 +241,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.is_task and self.model.tie_weights:
             raise ConfigError(f"model.tie_weights needs a vocabulary to tie; the {self.task.name} task has none")
+        if self.is_task and self.regularization.embedding_dropout:
+            raise ConfigError(f"regularization.embedding_dropout drops word types; the {self.task.name} task has none")
+        if self.is_task and self.train.variable_bptt:
+            raise ConfigError(f"train.variable_bptt cuts a token stream into windows; the {self.task.name} task "
+                              "trains on whole sequences")
 
     @property
     def is_task(self) -> bool:
@@ -303,7 +311,7 @@ def rename_key(raw: dict[str, Any], old: str, new: str) -> None:
         raw.setdefault(new_section, {})[new_key] = table.pop(old_key)
 
 
-def _split_model_dropout(raw: dict[str, Any]) -> None:
+def _split_model_dropout(raw: dict[str, Any], base: Mapping[str, Any]) -> None:
     """Version 3: model.dropout (Zaremba's non-recurrent dropout) became three keys of [regularization] with
     the same meaning and the same masks: the inputs (language models only: task models had none), between
     layers, and before the output layer."""
@@ -311,17 +319,18 @@ def _split_model_dropout(raw: dict[str, Any]) -> None:
     if not isinstance(model, dict) or "dropout" not in model:
         return
     rate = model.pop("dropout")
-    task = raw.get("task", {})
-    is_task = isinstance(task, dict) and task.get("name", "none") != "none"
+    task = {**base.get("task", {}), **raw.get("task", {})}  # the task may come from the preset the file names
+    is_task = task.get("name", "none") != "none"
     sites = ("hidden_dropout", "output_dropout") if is_task else ("input_dropout", "hidden_dropout", "output_dropout")
     table = raw.setdefault("regularization", {})
     for site in sites:
         table[site] = rate
 
 
-# MIGRATIONS[v] turns the raw tables of a version-v config into version v + 1 (in place).
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], None]] = {
-    1: lambda raw: None,  # version 2 starts the numbering; its keys are version 1's
+# MIGRATIONS[v] turns the raw tables of a version-v config into version v + 1, in place; ``base`` holds the
+# (current) tables of the preset the config starts from, if any, for steps that depend on them.
+MIGRATIONS: dict[int, Callable[[dict[str, Any], Mapping[str, Any]], None]] = {
+    1: lambda raw, base: None,  # version 2 starts the numbering; its keys are version 1's
     2: _split_model_dropout,
 }
 
@@ -332,8 +341,9 @@ MOVED_KEYS = {
 }
 
 
-def migrate(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
-    """Raw tables of any known version -> raw tables of ``CONFIG_VERSION``, without ``version``."""
+def migrate(raw: Mapping[str, Any], source: str = "config", base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Raw tables of any known version -> raw tables of ``CONFIG_VERSION``, without ``version``. ``base``:
+    the tables of a preset the config is merged onto (read, never changed)."""
     raw = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
     version = raw.pop("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -342,7 +352,7 @@ def migrate(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{source}: config version {version} is newer than this rnnlab reads ({CONFIG_VERSION}); "
                           "upgrade rnnlab")
     for step in range(version, CONFIG_VERSION):
-        MIGRATIONS[step](raw)
+        MIGRATIONS[step](raw, base or {})
     return raw
 
 
@@ -423,7 +433,8 @@ def load_config(
             if not isinstance(base_name, str):
                 raise ConfigError(f"{source}: preset must be a preset name, got {base_name!r}")
             # The file migrates on its own (a preset is always current), then lands on the preset.
-            raw = {"version": CONFIG_VERSION, **_merge(read_preset(base_name), migrate(raw, source))}
+            preset_tables = read_preset(base_name)
+            raw = {"version": CONFIG_VERSION, **_merge(preset_tables, migrate(raw, source, preset_tables))}
     else:
         raw = read_preset(preset or DEFAULT_PRESET)
         raw.setdefault("version", CONFIG_VERSION)  # presets ship with this code: always current

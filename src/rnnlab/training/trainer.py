@@ -144,6 +144,7 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
+        """Planned steps (with variable-length windows, the count at the mean length: an estimate)."""
         planned = self.config.train.epochs * self.windows_per_epoch
         max_steps = self.config.train.max_steps
         return min(planned, max_steps) if max_steps else planned
@@ -191,7 +192,10 @@ class Trainer:
         train_cfg = self.config.train
         inputs, targets = self.workload.window(self.progress.epoch, self.progress.window)
         state = self.state if self.workload.carries_state else None
-        lr_scale = inputs.size(0) / train_cfg.bptt if train_cfg.variable_bptt else 1.0
+        # AWD-LSTM's per-token loss: a window of length L takes a step of lr * L / bptt. A loss summed over
+        # the window ("sequences") grows with L by itself.
+        scale_lr = train_cfg.variable_bptt and train_cfg.loss_average == "tokens"
+        lr_scale = inputs.size(0) / train_cfg.bptt if scale_lr else 1.0
         with scaled_lr(self.optimizer, lr_scale):
             result = train_step(self.model, self.optimizer, inputs, targets, state,
                                 clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
@@ -261,14 +265,14 @@ class Trainer:
     def _maybe_start_averaging(self, valid_loss: float) -> None:
         """NT-ASGD (Merity et al. 2017): once this epoch's validation loss is worse than the best of all
         but the last ``nonmono`` epochs, average the weights from here on."""
-        history = self.progress.epoch_valid_losses
-        history.append(valid_loss)
+        history = self.progress.epoch_valid_losses  # the earlier epochs' losses, as AWD-LSTM keeps them
         nonmono = self.config.train.nonmono
         if (self.config.train.averaging == "nonmono" and self.averaged is None and len(history) > nonmono
                 and valid_loss > min(history[:-nonmono])):
             self.averaged = AveragedModel(self.model)  # averages from the current weights on
             self.progress.averaging_from = self.progress.step
             log.info("NT-ASGD: averaging the weights from step %d on", self.progress.step)
+        history.append(valid_loss)
 
     @property
     def evaluated_model(self) -> torch.nn.Module:

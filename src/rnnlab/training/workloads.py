@@ -116,6 +116,7 @@ class LanguageModelling(Workload):
         ids, oov = load_split(config.data, vocab, split)
         stream = eval_stream(ids, batch_size or config.train.eval_batch_size, vocab.eos_id)
         if mc_samples:
+            torch.manual_seed(config.train.seed)  # the same masks, the same number, every time
             result = evaluate_mc_dropout(model, stream, config.train.bptt, mc_samples, on_window)
         else:
             result = evaluate(model, stream, config.train.bptt, on_window)
@@ -123,7 +124,7 @@ class LanguageModelling(Workload):
         line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
                 f"{oov} out of vocabulary{how})")
         metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}
-        return ({**metrics, "mc_samples": mc_samples} if mc_samples else metrics), line
+        return {**metrics, "mc_samples": mc_samples}, line
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.config.train.variable_bptt:
