@@ -87,5 +87,3 @@ def test_a_format_1_config_toml_keeps_its_meaning():
     reg = config.regularization
     assert (reg.input_dropout, reg.hidden_dropout, reg.output_dropout) == (0.2, 0.2, 0.2)
     assert reg.dropout_kind == "standard" and reg.recurrent_dropout == 0.0
-    task = model_from_checkpoint(load_checkpoint(V1 / "task" / "best.pt"))[1].regularization
-    assert task.input_dropout == 0.0  # task models had no input dropout: none is added

@@ -120,7 +120,7 @@ class LanguageModelling(Workload):
             result = evaluate_mc_dropout(model, stream, config.train.bptt, mc_samples, on_window)
         else:
             result = evaluate(model, stream, config.train.bptt, on_window)
-        how = f", Monte-Carlo dropout over {mc_samples} masks" if mc_samples else ""
+        how = f", Monte-Carlo dropout over {mc_samples} samples" if mc_samples else ""
         line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
                 f"{oov} out of vocabulary{how})")
         metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}
