@@ -81,8 +81,18 @@ def test_bad_overrides_raise_config_error(override, message):
 
 
 def test_tie_weights_with_different_sizes_is_a_clear_error():
-    with pytest.raises(ConfigError, match="hidden_size == model.embedding_dim, got 200 != 100"):
+    with pytest.raises(ConfigError, match=r"model.hidden_size = 200\) == model.embedding_dim \(100\); set "
+                                          r"model.last_layer_size = 100"):
         load_config(overrides=["model.tie_weights=true", "model.embedding_dim=100"])
+    with pytest.raises(ConfigError, match=r"model.last_layer_size = 50\) == model.embedding_dim \(100\)"):
+        load_config(overrides=["model.tie_weights=true", "model.embedding_dim=100", "model.last_layer_size=50"])
+
+
+def test_last_layer_size_sets_the_top_layer_only():
+    config = load_config(overrides=["model.num_layers=3", "model.hidden_size=30", "model.last_layer_size=20",
+                                    "model.embedding_dim=20", "model.tie_weights=true"])
+    assert config.model.layer_sizes == (30, 30, 20)
+    assert load_config(overrides=["model.num_layers=3"]).model.layer_sizes == (200, 200, 200)
 
 
 def test_unknown_preset_suggests_a_name():

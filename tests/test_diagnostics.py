@@ -133,6 +133,15 @@ def test_diagnosis_validates_against_the_schema(cell):
         assert set(diagnosis["layers"][0]["spectrum"]["gates"]) == {"i", "f", "g", "o"}
 
 
+def test_a_stack_of_layers_of_different_sizes_is_diagnosed_layer_by_layer():
+    config = ModelConfig(num_layers=3, hidden_size=6, last_layer_size=4, embedding_dim=4, tie_weights=True)
+    model = RNNLanguageModel.from_config(config, 9)
+    diagnosis = diagnose(model, torch.randint(9, (7, 3)), torch.randint(9, (7, 3)))
+    jsonschema.validate(json.loads(json.dumps(diagnosis)), SCHEMA)
+    assert diagnosis["layer_sizes"] == [6, 6, 4] and diagnosis["hidden_size"] == 4
+    assert [layer["spectrum"]["whole"]["shape"] for layer in diagnosis["layers"]] == [[24, 6], [24, 6], [16, 4]]
+
+
 def test_tanh_saturation_counts_large_preactivations():
     model = _linear_regime_rnn(1.0)
     with torch.no_grad():

@@ -188,15 +188,23 @@ def test_with_every_regularizer_off_the_model_is_bitwise_the_plain_torch_composi
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
 
 
-def test_a_run_with_every_regularizer_nt_asgd_and_variable_bptt_resumes_exactly(tiny_corpus_dir, tmp_path):
-    config = load_config(overrides=[
-        f"data.path={tiny_corpus_dir}", *TINY_MODEL, "train.epochs=5", "train.log_every=2", "train.lr=60",
-        "train.loss_average=tokens", "train.schedule=none", "train.averaging=nonmono", "train.nonmono=1",
-        "train.variable_bptt=true", "train.weight_decay=1e-4",
-        "regularization.input_dropout=0.2", "regularization.hidden_dropout=0.2", "regularization.output_dropout=0.3",
-        "regularization.dropout_kind=variational", "regularization.recurrent_dropout=0.25",
-        "regularization.weight_drop=0.3", "regularization.embedding_dropout=0.1", "regularization.ar=1.0",
-        "regularization.tar=0.5"])
+EVERY_REGULARIZER = [
+    "train.lr=60", "train.loss_average=tokens", "train.schedule=none", "train.averaging=nonmono",
+    "train.variable_bptt=true", "train.weight_decay=1e-4",
+    "regularization.input_dropout=0.2", "regularization.hidden_dropout=0.2", "regularization.output_dropout=0.3",
+    "regularization.dropout_kind=variational", "regularization.recurrent_dropout=0.25",
+    "regularization.weight_drop=0.3", "regularization.embedding_dropout=0.1", "regularization.ar=1.0",
+    "regularization.tar=0.5"]
+# ptb-awd as it is (3 layers, the last as wide as the tied embedding), only smaller
+AWD_SHRUNK = ["model.hidden_size=12", "model.last_layer_size=8", "train.bptt=10"]
+
+
+@pytest.mark.parametrize("preset, settings", [(None, EVERY_REGULARIZER), ("ptb-awd", AWD_SHRUNK)],
+                         ids=["every-regularizer", "ptb-awd"])
+def test_a_run_with_every_regularizer_nt_asgd_and_variable_bptt_resumes_exactly(tiny_corpus_dir, tmp_path,
+                                                                                  preset, settings):
+    config = load_config(preset, overrides=[f"data.path={tiny_corpus_dir}", *TINY_MODEL, "train.epochs=5",
+                                            "train.log_every=2", "train.nonmono=1", *settings])
     whole = Trainer(config, tmp_path / "whole").fit()
     started = torch.load(tmp_path / "whole" / "latest.pt", weights_only=True)["progress"]["averaging_from"]
     assert started > 0, "the test must exercise NT-ASGD"

@@ -118,3 +118,14 @@ def test_same_seed_same_weights_as_before_the_stack(cell):
     for k in range(3):
         for name, ours in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), model.rnn.layer_weights(k)):
             assert torch.equal(ours, getattr(multilayer, f"{name}_l{k}"))
+
+
+def test_ptb_awd_is_merity_et_als_model():
+    from rnnlab.config import load_config
+    from rnnlab.models import RNNLanguageModel
+
+    config = load_config("ptb-awd")
+    model = RNNLanguageModel.from_config(config.model, 10000, config.regularization)
+    assert model.rnn.layer_sizes == (1150, 1150, 400)
+    assert model.embedding.weight is model.output.weight  # tied to the 400-unit last layer
+    assert 24.0e6 < sum(p.numel() for p in model.parameters()) < 24.3e6  # the paper's 24M

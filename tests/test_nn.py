@@ -56,8 +56,10 @@ def test_tied_weights_share_one_parameter():
     assert model.embedding.weight is model.output.weight
     assert sum(p.numel() for p in model.parameters()) < sum(
         p.numel() for p in RNNLanguageModel(11, embedding_dim=6, hidden_size=6).parameters())
-    with pytest.raises(ValueError, match="hidden_size == embedding_dim, got 6 != 4"):
+    with pytest.raises(ValueError, match="last layer's size == embedding_dim, got 6 != 4"):
         RNNLanguageModel(11, embedding_dim=4, hidden_size=6, tie_weights=True)
+    wide = RNNLanguageModel(11, embedding_dim=4, hidden_size=(6, 4), tie_weights=True)  # AWD-LSTM's shape
+    assert wide.embedding.weight is wide.output.weight and wide.output.weight.shape == (11, 4)
 
 
 def test_model_forward_returns_the_loss_of_the_manual_composition():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from rnnlab.nn.recurrent import join_states, split_state
 from rnnlab.nn.stack import WEIGHT_NAMES, RecurrentStack, multilayer_to_stack_keys
 
 T, B, I, H, L = 6, 3, 4, 5, 3  # noqa: E741 (I: input size)
@@ -113,7 +114,7 @@ def test_a_model_loads_a_state_dict_in_torch_multilayer_naming():
 @pytest.mark.parametrize("layers", [1, 5])
 def test_a_state_for_another_number_of_layers_is_refused(layers):
     stack = RecurrentStack("gru", I, H, L)
-    with pytest.raises(ValueError, match=rf"shaped \({L}, B, H\), got \({layers}, {B}, {H}\)"):
+    with pytest.raises(ValueError, match=rf"shaped \({L}, B, {H}\), got \({layers}, {B}, {H}\)"):
         stack(torch.randn(T, B, I), torch.randn(layers, B, H))
 
 
@@ -122,3 +123,82 @@ def test_stack_refuses_an_unknown_cell_and_zero_layers():
         RecurrentStack("lstmm", I, H)
     with pytest.raises(ValueError, match="num_layers must be >= 1"):
         RecurrentStack("lstm", I, H, 0)
+
+
+SIZES = (5, 7, 3)  # AWD-LSTM's shape in small: the last layer narrower, a middle one wider
+
+
+def _single_layers(cell, sizes):
+    """torch.nn single-layer modules of the given sizes, chained by hand: the reference composition."""
+    make = {"rnn_tanh": lambda i, h: nn.RNN(i, h, nonlinearity="tanh"),
+            "rnn_relu": lambda i, h: nn.RNN(i, h, nonlinearity="relu"),
+            "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+    inputs = (I, *sizes[:-1])
+    return [make(i, h) for i, h in zip(inputs, sizes)]
+
+
+@pytest.mark.parametrize("cell", list(TORCH_MODULES))
+def test_layers_of_different_sizes_equal_single_torch_layers_chained_by_hand(cell):
+    layers = _single_layers(cell, SIZES)
+    stack = RecurrentStack(cell, I, SIZES, len(SIZES))
+    for k, layer in enumerate(layers):
+        stack.layers[k].load_state_dict(layer.state_dict())
+    assert stack.hidden_size == SIZES[-1] and stack.state_size == max(SIZES)
+    x = torch.randn(T, B, I)
+    initial = [tuple(torch.randn(1, B, h) for _ in range(2)) if cell == "lstm" else torch.randn(1, B, h)
+               for h in SIZES]
+
+    expected, finals = x, []
+    for layer, state in zip(layers, initial):
+        expected, final = layer(expected, state)
+        finals.append(final)
+    state = join_states(initial, max(SIZES))
+    out, final = stack(x, state)
+    assert out.shape == (T, B, SIZES[-1])
+    assert_close(out, expected)
+    for k, (ours, theirs) in enumerate(zip(split_state(final, SIZES), finals)):
+        for our_part, their_part in zip(_parts(ours), _parts(theirs)):
+            assert_close(our_part, their_part)
+        for part in _parts(final):  # the columns beyond a narrower layer's size stay zero
+            assert not part[k, :, SIZES[k]:].any()
+
+    # gradients reach every layer's weights exactly as through the hand-chained layers
+    weight = torch.randn_like(out)
+    ours = torch.autograd.grad((weight * out).sum(), [p for k in range(len(SIZES)) for p in stack.layer_weights(k)])
+    theirs = torch.autograd.grad((weight * expected).sum(), [p for layer in layers for p in layer.parameters()])
+    for our_grad, their_grad in zip(ours, theirs):
+        assert_close(our_grad, their_grad)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layers_of_different_sizes_carry_state_across_windows_and_match_the_reference_cells(cell):
+    from rnnlab.nn.cells import reference_forward
+
+    stack = RecurrentStack(cell, I, SIZES, len(SIZES)).eval()
+    x = torch.randn(2 * T, B, I)
+    whole, whole_state = stack(x)
+    first, state = stack(x[:T])
+    second, state = stack(x[T:], state)
+    assert_close(torch.cat([first, second]), whole)
+    for ours, theirs in zip(_parts(state), _parts(whole_state)):
+        assert_close(ours, theirs)
+    ref_out, ref_state = reference_forward(stack, x)
+    assert_close(ref_out, whole)
+    for ours, theirs in zip(_parts(ref_state), _parts(whole_state)):
+        assert_close(ours, theirs)
+
+
+def test_recurrent_masks_follow_each_layers_size():
+    stack = RecurrentStack("lstm", I, SIZES, len(SIZES), recurrent_dropout=0.5, weight_drop=0.5)
+    for kind, lead in [("variational", ()), ("variational_per_sequence", (B,)), ("naive", (T, B))]:
+        stack.recurrent_dropout_kind = kind
+        noise = stack.sample_noise(T, B, torch.zeros(()))
+        assert [tuple(m.shape) for m in noise.recurrent] == [(*lead, h) for h in SIZES]
+        assert [tuple(m.shape) for m in noise.weight] == [(4 * h, h) for h in SIZES]
+        out, _ = stack.train()(torch.randn(T, B, I))
+        assert out.shape == (T, B, SIZES[-1])
+
+
+def test_a_sizes_list_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError, match="one size or 3 sizes"):
+        RecurrentStack("lstm", I, (5, 5), 3)

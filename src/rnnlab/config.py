@@ -82,9 +82,12 @@ class ModelConfig:
     cell: str = setting("lstm", "recurrent cell", choices=CELL_TYPES)
     num_layers: int = setting(2, "stacked recurrent layers", low=1)
     hidden_size: int = setting(200, "units per recurrent layer", low=1)
+    last_layer_size: int = setting(
+        0, "units of the last recurrent layer, the one the output layer reads (0 = hidden_size); AWD-LSTM "
+        "(Merity et al. 2017) sets it to embedding_dim so that a wide stack can tie its weights", low=0)
     embedding_dim: int = setting(200, "input embedding size", low=1)
     tie_weights: bool = setting(False, "share the embedding and output weights (Inan et al. 2017; "
-                                "needs hidden_size == embedding_dim)")
+                                "needs the last layer's size == embedding_dim)")
     init: str = setting("uniform", "weight init: uniform (every weight U[-init_range, init_range], "
                         "Zaremba 2014) or default (PyTorch's)", choices=("uniform", "default"))
     init_range: float = setting(0.1, "half-width a of the uniform init", low=0.0, low_open=True)
@@ -100,13 +103,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
-        if self.tie_weights and self.hidden_size != self.embedding_dim:
-            raise ConfigError(
-                "model.tie_weights needs model.hidden_size == model.embedding_dim, "
-                f"got {self.hidden_size} != {self.embedding_dim}"
-            )
+        if self.tie_weights and self.layer_sizes[-1] != self.embedding_dim:
+            which = "model.last_layer_size" if self.last_layer_size else "model.hidden_size"
+            raise ConfigError(f"model.tie_weights needs the last layer's size ({which} = {self.layer_sizes[-1]}) "
+                              f"== model.embedding_dim ({self.embedding_dim}); set model.last_layer_size = "
+                              f"{self.embedding_dim} to tie a wider stack")
         if self.forget_bias is not None and self.cell != "lstm":
             raise ConfigError(f"model.forget_bias applies to the lstm cell only, not {self.cell!r}")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Units of each recurrent layer, bottom to top."""
+        return (self.hidden_size,) * (self.num_layers - 1) + (self.last_layer_size or self.hidden_size,)
 
 
 DROPOUT_KINDS = ("standard", "variational")

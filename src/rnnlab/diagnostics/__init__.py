@@ -56,7 +56,8 @@ def diagnose(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
         "schema_version": SCHEMA_VERSION,
         "cell": probe.cell,
         "num_layers": model.rnn.num_layers,
-        "hidden_size": model.rnn.hidden_size,
+        "hidden_size": model.rnn.hidden_size,  # the last layer's
+        "layer_sizes": list(model.rnn.layer_sizes),
         "probe": {"steps": probe.steps, "batch": int(probe.trace.hidden[0][0].size(0))},
         "layers": layers,
     }

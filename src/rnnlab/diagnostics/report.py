@@ -224,7 +224,7 @@ tr.healthy td:nth-child(2) {{ color: #1e8449; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444; margin-top: .5em; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
-<p>Cell <b>{esc(diagnosis['cell'])}</b>, {diagnosis['num_layers']} layer(s) of {diagnosis['hidden_size']} units;
+<p>Cell <b>{esc(diagnosis['cell'])}</b>, {_layers_text(diagnosis)};
 probe batch of {probe['batch']} sequences, {probe['steps']} steps, measured through the step-by-step reference path
 on the model's own weights (eval mode). Verdict thresholds: the gradient of the last step's loss falling more than
 100-fold across the probe window is <i>vanishing</i>, growing more than 100-fold <i>exploding</i>.</p>
@@ -235,3 +235,10 @@ on the model's own weights (eval mode). Verdict thresholds: the gradient of the 
 <p>Every number is in diagnostics.json (schema: docs/diagnostics.md).</p>
 </body></html>
 """
+
+
+def _layers_text(diagnosis: dict[str, Any]) -> str:
+    sizes = diagnosis.get("layer_sizes") or [diagnosis["hidden_size"]] * diagnosis["num_layers"]
+    if len(set(sizes)) == 1:
+        return f"{len(sizes)} layer(s) of {sizes[0]} units"
+    return f"{len(sizes)} layers of {', '.join(map(str, sizes))} units"

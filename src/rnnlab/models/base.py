@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -54,7 +55,7 @@ class RecurrentModel(nn.Module):
         raise NotImplementedError
 
 
-def make_stack(cell: str, input_size: int, hidden_size: int, num_layers: int,
+def make_stack(cell: str, input_size: int, hidden_size: int | Sequence[int], num_layers: int,
                regularization: RegularizationConfig) -> RecurrentStack:
     """The recurrent stack with the regularisers that act inside it (between layers, on W_hh)."""
     reg = regularization

@@ -10,6 +10,8 @@ Shapes are time-major, like ``nn.LSTM``'s default and the TBPTT batches: tokens 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -28,15 +30,13 @@ class RNNLanguageModel(RecurrentModel):
         *,
         cell: str = "lstm",
         embedding_dim: int = 200,
-        hidden_size: int = 200,
+        hidden_size: int | Sequence[int] = 200,
         num_layers: int = 2,
         tie_weights: bool = False,
         output: str = "softmax",
         regularization: RegularizationConfig = NO_REGULARIZATION,
     ) -> None:
         super().__init__()
-        if tie_weights and hidden_size != embedding_dim:
-            raise ValueError(f"tie_weights needs hidden_size == embedding_dim, got {hidden_size} != {embedding_dim}")
         self.vocab_size = vocab_size
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -44,9 +44,12 @@ class RNNLanguageModel(RecurrentModel):
         self.embedding_dropout = reg.embedding_dropout
         self.input_dropout = make_dropout(reg.input_dropout, reg.dropout_kind)
         self.rnn = make_stack(cell, embedding_dim, hidden_size, num_layers, reg)
+        if tie_weights and self.rnn.hidden_size != embedding_dim:
+            raise ValueError(f"tie_weights needs the last layer's size == embedding_dim, got {self.rnn.hidden_size} "
+                             f"!= {embedding_dim}")
         self.output_dropout = make_dropout(reg.output_dropout, reg.dropout_kind)
         self.ar, self.tar = reg.ar, reg.tar
-        self.output = make_output_layer(output, hidden_size, vocab_size)
+        self.output = make_output_layer(output, self.rnn.hidden_size, vocab_size)  # reads the last layer
         if tie_weights:
             # The output layer owns the (V, H) matrix; the embedding reads the same Parameter.
             self.embedding.weight = self.output.weight
@@ -58,7 +61,7 @@ class RNNLanguageModel(RecurrentModel):
             vocab_size,
             cell=config.cell,
             embedding_dim=config.embedding_dim,
-            hidden_size=config.hidden_size,
+            hidden_size=config.layer_sizes,
             num_layers=config.num_layers,
             tie_weights=config.tie_weights,
             output=config.output,

@@ -7,6 +7,8 @@ so one trainer and one training step serve both, and the same diagnostic hooks (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ from rnnlab.nn.recurrent import State
 
 
 class SequenceModel(RecurrentModel):
-    def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
+    def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int | Sequence[int] = 128, num_layers: int = 1,
                  embedding_dim: int = 32, regularization: RegularizationConfig = NO_REGULARIZATION) -> None:
         super().__init__()
         self.task = task
@@ -31,12 +33,12 @@ class SequenceModel(RecurrentModel):
         self.rnn = make_stack(cell, input_size, hidden_size, num_layers, reg)
         self.output_dropout = make_dropout(reg.output_dropout, reg.dropout_kind)
         self.ar, self.tar = reg.ar, reg.tar
-        self.readout = nn.Linear(hidden_size, task.output_dim)
+        self.readout = nn.Linear(self.rnn.hidden_size, task.output_dim)  # the last layer's size
 
     @classmethod
     def from_config(cls, config: ModelConfig, task: Task,
                     regularization: RegularizationConfig = NO_REGULARIZATION) -> SequenceModel:
-        model = cls(task, cell=config.cell, hidden_size=config.hidden_size, num_layers=config.num_layers,
+        model = cls(task, cell=config.cell, hidden_size=config.layer_sizes, num_layers=config.num_layers,
                     embedding_dim=config.embedding_dim, regularization=regularization)
         initialize(model, config)
         return model

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from rnnlab.nn.recurrent import State
+from rnnlab.nn.recurrent import State, join_states, split_state
 
 # The blocks of W_ih / W_hh rows in torch.nn's order, the pre-activations that go through tanh (relu),
 # and the sigmoid gates, by cell: the one place that knows each cell's layout.
@@ -131,8 +131,8 @@ def reference_forward(
     hx: State | None = None,
     trace: Trace | None = None,
 ) -> tuple[torch.Tensor, State]:
-    """Run a stack (``RecurrentStack`` or ``ReferenceRNN``: anything with ``cell``, ``num_layers``,
-    ``hidden_size`` and ``layer_weights(k)``) step by step on input (T, B, I).
+    """Run a stack (``RecurrentStack`` or ``ReferenceRNN``: anything with ``cell``, ``layer_sizes`` and
+    ``layer_weights(k)``) step by step on input (T, B, I).
 
     Same results as the fused stack in eval mode (dropout between layers is not applied: the
     reference path exists for measurement). Fills ``trace`` when one is given.
@@ -140,17 +140,18 @@ def reference_forward(
     cell = rnn.cell
     step = step_function(cell)
     steps, batch = input.shape[0], input.shape[1]
-    layers, hidden_size = rnn.num_layers, rnn.hidden_size
-    zeros = input.new_zeros(layers, batch, hidden_size)
-    if cell == "lstm":
-        h0, c0 = hx if hx is not None else (zeros, zeros)
-    else:
-        h0, c0 = (hx if hx is not None else zeros), None
+    initial = split_state(hx, rnn.layer_sizes)
     layer_input = list(input.unbind(0))
     final_h, final_c = [], []
-    for layer in range(layers):
+    for layer, size in enumerate(rnn.layer_sizes):
         weights = rnn.layer_weights(layer)
-        h, c = h0[layer], (c0[layer] if c0 is not None else None)
+        zeros = input.new_zeros(batch, size)
+        if initial[layer] is None:
+            h, c = zeros, (zeros if cell == "lstm" else None)
+        elif cell == "lstm":
+            h, c = initial[layer][0][0], initial[layer][1][0]
+        else:
+            h, c = initial[layer][0], None
         if trace is not None:
             trace.inputs.append(layer_input)
             trace.initial.append((h, c))
@@ -170,9 +171,10 @@ def reference_forward(
         final_c.append(c)
         layer_input = outputs
     output = torch.stack(layer_input)  # (T, B, H)
-    h_n = torch.stack(final_h)  # (layers, B, H)
-    state: State = (h_n, torch.stack(final_c)) if cell == "lstm" else h_n
-    return output, state
+    width = max(rnn.layer_sizes)
+    if cell == "lstm":
+        return output, join_states([(h[None], c[None]) for h, c in zip(final_h, final_c)], width)  # (layers, B, H)
+    return output, join_states([h[None] for h in final_h], width)
 
 
 class ReferenceRNN(nn.Module):
@@ -184,6 +186,7 @@ class ReferenceRNN(nn.Module):
         if cell not in GATES:
             raise ValueError(f"unknown cell {cell!r} (cells: {', '.join(GATES)})")
         self.cell, self.input_size, self.hidden_size, self.num_layers = cell, input_size, hidden_size, num_layers
+        self.layer_sizes = (hidden_size,) * num_layers
         gate_rows = len(GATES[cell]) * hidden_size
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size

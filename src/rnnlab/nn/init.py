@@ -27,7 +27,7 @@ def initialize(model: nn.Module, config: ModelConfig) -> None:
             init_recurrent_block(block, config.recurrent_init, config.recurrent_scale)
         if config.forget_bias is not None:
             # Gate order i, f, g, o: rows [H, 2H) are the forget gate; b_ih + b_hh is what acts.
-            hidden = rnn.hidden_size
+            hidden = weights.weight_hh.size(1)
             weights.bias_ih[hidden : 2 * hidden] = config.forget_bias
             weights.bias_hh[hidden : 2 * hidden] = 0.0
 

@@ -18,7 +18,9 @@ lives there, and so do the per-forward transformations of a layer's weights, thr
 - a mask per sequence or per step (``variational_per_sequence``, ``naive``) is no single weight: those
   layers run step by step on the reference cells (``rnnlab.nn.cells``), on the same weights.
 
-The state is torch.nn's: h shaped (L, B, H), or (h, c) for LSTM; ``None`` means zeros.
+The state is torch.nn's: h shaped (L, B, H), or (h, c) for LSTM; ``None`` means zeros. Layers may
+differ in size (AWD-LSTM's last layer is as wide as the embedding): then H is the widest layer and each
+layer's state fills the first of those columns, the rest zeros, so one tensor still carries the state.
 
 Weights are read through ``layer_weights(k)`` (init, the reference cells, diagnostics), never by
 attribute names. They live at ``layers.{k}.weight_ih_l0`` etc.; a state_dict in torch.nn's
@@ -29,7 +31,7 @@ rnnlab's format-1 checkpoints hold) loads too, mapped by ``multilayer_to_stack_k
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +42,7 @@ from torch.func import functional_call
 from rnnlab.config import CELL_TYPES, RECURRENT_DROPOUT_KINDS
 from rnnlab.nn.cells import WEIGHT_NAMES, LayerWeights, step_function
 from rnnlab.nn.dropout import dropout_mask, make_dropout
-from rnnlab.nn.recurrent import State
+from rnnlab.nn.recurrent import State, join_states, split_state
 
 _MULTILAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
@@ -68,6 +70,8 @@ def make_layer(cell: str, input_size: int, hidden_size: int, bias: bool = True) 
 class RecurrentStack(nn.Module):
     """``num_layers`` fused layers of one cell, composed in ``forward``.
 
+    ``hidden_size`` is every layer's size, or a sequence of ``num_layers`` sizes, bottom to top; the
+    attribute ``hidden_size`` is then the last layer's (the stack's output size), ``layer_sizes`` all.
     ``dropout`` acts between stacked layers: ``dropout_kind = "standard"`` is torch.nn's ``dropout``
     argument, drawn the same way (Zaremba et al. 2014); ``"variational"`` keeps one mask per sequence
     for every step. ``recurrent_dropout`` masks h_{t-1} where it enters W_hh (``recurrent_dropout_kind``:
@@ -75,7 +79,7 @@ class RecurrentStack(nn.Module):
     All of them act in training mode only.
     """
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+    def __init__(self, cell: str, input_size: int, hidden_size: int | Sequence[int], num_layers: int = 1,
                  dropout: float = 0.0, bias: bool = True, *, dropout_kind: str = "standard",
                  recurrent_dropout: float = 0.0, recurrent_dropout_kind: str = "variational",
                  weight_drop: float = 0.0) -> None:
@@ -88,9 +92,13 @@ class RecurrentStack(nn.Module):
         for name, rate in (("recurrent_dropout", recurrent_dropout), ("weight_drop", weight_drop)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
-        self.cell, self.input_size, self.hidden_size, self.num_layers = cell, input_size, hidden_size, num_layers
-        self.layers = nn.ModuleList(
-            make_layer(cell, input_size if k == 0 else hidden_size, hidden_size, bias) for k in range(num_layers))
+        sizes = (hidden_size,) * num_layers if isinstance(hidden_size, int) else tuple(hidden_size)
+        if len(sizes) != num_layers or min(sizes) < 1:
+            raise ValueError(f"hidden_size must be one size or {num_layers} sizes >= 1, got {hidden_size}")
+        self.cell, self.input_size, self.num_layers = cell, input_size, num_layers
+        self.layer_sizes, self.hidden_size, self.state_size = sizes, sizes[-1], max(sizes)
+        inputs = (input_size, *sizes[:-1])
+        self.layers = nn.ModuleList(make_layer(cell, inputs[k], sizes[k], bias) for k in range(num_layers))
         self.between = make_dropout(dropout, dropout_kind)
         self.recurrent_dropout, self.recurrent_dropout_kind = recurrent_dropout, recurrent_dropout_kind
         self.weight_drop = weight_drop
@@ -98,13 +106,13 @@ class RecurrentStack(nn.Module):
 
     def forward(self, input: torch.Tensor, state: State | None = None,
                 noise: StackNoise | None = None) -> tuple[torch.Tensor, State]:
-        """input (T, B, I) -> output (T, B, H) and the final state (L, B, H) [each of (h, c) for LSTM].
+        """input (T, B, I) -> output (T, B, H) and the final state (L, B, state_size) [each of (h, c) for LSTM].
 
         ``noise`` fixes the recurrent masks (tests, measurements); by default a training pass draws
         fresh ones (``sample_noise``) and an eval pass uses none."""
         if noise is None and self.training:
             noise = self.sample_noise(input.size(0), input.size(1), input)
-        layer_states = split_state(state, self.num_layers)
+        layer_states = split_state(state, self.layer_sizes)
         finals = []
         x = input
         for k in range(self.num_layers):
@@ -112,16 +120,16 @@ class RecurrentStack(nn.Module):
                 x = self.between(x)
             x, final = self._run_layer(k, x, layer_states[k], noise)  # (T, B, I or H) -> (T, B, H)
             finals.append(final)
-        return x, join_states(finals)
+        return x, join_states(finals, self.state_size)
 
     def sample_noise(self, steps: int, batch: int, like: torch.Tensor) -> StackNoise | None:
         """Fresh masks for one forward pass over ``steps`` x ``batch`` (None when nothing is on)."""
         if not (self.recurrent_dropout or self.weight_drop):
             return None
-        p, h = self.recurrent_dropout, self.hidden_size
-        shape = {"variational": (h,), "variational_per_sequence": (batch, h),
-                 "naive": (steps, batch, h)}[self.recurrent_dropout_kind]
-        recurrent = [dropout_mask(shape, p, like) if p else None for _ in range(self.num_layers)]
+        p = self.recurrent_dropout
+        lead = {"variational": (), "variational_per_sequence": (batch,),
+                "naive": (steps, batch)}[self.recurrent_dropout_kind]
+        recurrent = [dropout_mask((*lead, h), p, like) if p else None for h in self.layer_sizes]
         weight = [dropout_mask(tuple(self.layer_weights(k).weight_hh.shape), self.weight_drop, like)
                   if self.weight_drop else None for k in range(self.num_layers)]
         return StackNoise(recurrent, weight)
@@ -150,7 +158,7 @@ class RecurrentStack(nn.Module):
         projected = nn.functional.linear(x, w_ih, b_ih)  # (T, B, I) -> (T, B, G*H): every step's input part at once
         step = step_function(self.cell)
         batch = x.size(1)
-        zeros = x.new_zeros(batch, self.hidden_size)
+        zeros = x.new_zeros(batch, self.layer_sizes[k])
         if self.cell == "lstm":
             h, c = (state[0][0], state[1][0]) if state is not None else (zeros, zeros)
         else:
@@ -175,28 +183,8 @@ class RecurrentStack(nn.Module):
                 for name, weight in zip(WEIGHT_NAMES, self.layer_weights(k)) if weight is not None}
 
     def extra_repr(self) -> str:
-        return f"cell={self.cell!r}, input_size={self.input_size}, hidden_size={self.hidden_size}, " \
-               f"num_layers={self.num_layers}"
-
-
-def split_state(state: State | None, num_layers: int) -> list[Any]:
-    """(L, B, H) [or a pair of them] -> L per-layer states (1, B, H) [pairs], or L Nones."""
-    if state is None:
-        return [None] * num_layers
-    for part in state if isinstance(state, tuple) else (state,):
-        if part.dim() != 3 or part.size(0) != num_layers:
-            raise ValueError(f"a state for {num_layers} layers is shaped ({num_layers}, B, H), got {tuple(part.shape)}")
-    if isinstance(state, tuple):
-        h, c = state
-        return [(h[k : k + 1], c[k : k + 1]) for k in range(num_layers)]
-    return [state[k : k + 1] for k in range(num_layers)]
-
-
-def join_states(states: list[Any]) -> State:
-    """L per-layer states (1, B, H) [pairs] -> (L, B, H) [a pair]."""
-    if isinstance(states[0], tuple):
-        return torch.cat([h for h, _ in states]), torch.cat([c for _, c in states])
-    return torch.cat(states)
+        sizes = self.hidden_size if len(set(self.layer_sizes)) == 1 else list(self.layer_sizes)
+        return f"cell={self.cell!r}, input_size={self.input_size}, hidden_size={sizes}, num_layers={self.num_layers}"
 
 
 def multilayer_to_stack_keys(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
