@@ -34,6 +34,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_PRESET = "ptb-small"
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+SKIP_KINDS = ("none", "residual", "dense")
 CONFIG_VERSION = 3
 
 
@@ -94,6 +95,13 @@ class ModelConfig:
     forget_bias: float | None = setting(None, "LSTM forget-gate bias (b_ih + b_hh) after init; none "
                                         "keeps the init")
     output: str = setting("softmax", "output layer", choices=("softmax",))
+    skip: str = setting(
+        "none", "connections that skip layers: none, residual (each layer's input added to its output, through a "
+        "learned projection where sizes differ) or dense (the stack's input reaches every layer, every layer's "
+        "output reaches the output layer through a projection: Graves 2013)", choices=SKIP_KINDS)
+    dilations: tuple[int, ...] = setting(
+        (), "per layer, the step distance d of its recurrence, h_t from h_(t-d) (dilated RNN, Chang et al. "
+        "2017), e.g. [1, 2, 4, 8]; empty = 1 for every layer", low=1)
     recurrent_init: str = setting(
         "same", "W_hh init: same (as model.init), default (PyTorch's), orthogonal, or identity (IRNN, Le et "
         "al. 2015); per gate block for lstm/gru", choices=("same", "default", "orthogonal", "identity"))
@@ -110,6 +118,9 @@ class ModelConfig:
                               f"{self.embedding_dim} to tie a wider stack")
         if self.forget_bias is not None and self.cell != "lstm":
             raise ConfigError(f"model.forget_bias applies to the lstm cell only, not {self.cell!r}")
+        if self.dilations and len(self.dilations) != self.num_layers:
+            raise ConfigError(f"model.dilations needs one entry per layer ({self.num_layers}), got "
+                              f"{list(self.dilations)}")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

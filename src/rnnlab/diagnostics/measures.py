@@ -141,11 +141,10 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2
         weights = [None if w is None else w.detach() for w in probe.rnn.layer_weights(layer)]
         hidden_size = weights[1].size(1)
         s = min(max_sequences, probe.trace.hidden[layer][0].size(0))
-        h0, c0 = probe.trace.initial[layer]
-        prev_h = [h0] + probe.trace.hidden[layer][:-1]
+        prev_h = [h for h, _ in probe.trace.previous[layer]]  # what step t read: t - 1, or t - d when dilated
         xs = torch.stack([x.detach()[:s] for x in probe.trace.inputs[layer]])  # (T, S, I)
         if lstm:
-            prev_c = [c0] + probe.trace.cell[layer][:-1]
+            prev_c = [c for _, c in probe.trace.previous[layer]]
             states = torch.stack([torch.cat([h.detach()[:s], c.detach()[:s]], -1) for h, c in zip(prev_h, prev_c)])
         else:
             states = torch.stack([h.detach()[:s] for h in prev_h])  # (T, S, D)

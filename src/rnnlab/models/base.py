@@ -56,9 +56,11 @@ class RecurrentModel(nn.Module):
 
 
 def make_stack(cell: str, input_size: int, hidden_size: int | Sequence[int], num_layers: int,
-               regularization: RegularizationConfig) -> RecurrentStack:
+               regularization: RegularizationConfig, *, skip: str = "none",
+               dilations: Sequence[int] = ()) -> RecurrentStack:
     """The recurrent stack with the regularisers that act inside it (between layers, on W_hh)."""
     reg = regularization
     return RecurrentStack(cell, input_size, hidden_size, num_layers, reg.hidden_dropout,
                           dropout_kind=reg.dropout_kind, recurrent_dropout=reg.recurrent_dropout,
-                          recurrent_dropout_kind=reg.recurrent_dropout_kind, weight_drop=reg.weight_drop)
+                          recurrent_dropout_kind=reg.recurrent_dropout_kind, weight_drop=reg.weight_drop,
+                          skip=skip, dilations=dilations)

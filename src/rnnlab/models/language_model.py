@@ -35,6 +35,8 @@ class RNNLanguageModel(RecurrentModel):
         tie_weights: bool = False,
         output: str = "softmax",
         regularization: RegularizationConfig = NO_REGULARIZATION,
+        skip: str = "none",
+        dilations: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -43,7 +45,7 @@ class RNNLanguageModel(RecurrentModel):
         reg = regularization
         self.embedding_dropout = reg.embedding_dropout
         self.input_dropout = make_dropout(reg.input_dropout, reg.dropout_kind)
-        self.rnn = make_stack(cell, embedding_dim, hidden_size, num_layers, reg)
+        self.rnn = make_stack(cell, embedding_dim, hidden_size, num_layers, reg, skip=skip, dilations=dilations)
         if tie_weights and self.rnn.hidden_size != embedding_dim:
             raise ValueError(f"tie_weights needs the last layer's size == embedding_dim, got {self.rnn.hidden_size} "
                              f"!= {embedding_dim}")
@@ -66,6 +68,8 @@ class RNNLanguageModel(RecurrentModel):
             tie_weights=config.tie_weights,
             output=config.output,
             regularization=regularization,
+            skip=config.skip,
+            dilations=config.dilations,
         )
         initialize(model, config)
         return model

@@ -22,7 +22,8 @@ from rnnlab.nn.recurrent import State
 
 class SequenceModel(RecurrentModel):
     def __init__(self, task: Task, *, cell: str = "lstm", hidden_size: int | Sequence[int] = 128, num_layers: int = 1,
-                 embedding_dim: int = 32, regularization: RegularizationConfig = NO_REGULARIZATION) -> None:
+                 embedding_dim: int = 32, regularization: RegularizationConfig = NO_REGULARIZATION,
+                 skip: str = "none", dilations: Sequence[int] = ()) -> None:
         super().__init__()
         self.task = task
         # Token inputs (copy, temporal order) go through an embedding; real-valued ones (adding) do not.
@@ -30,7 +31,7 @@ class SequenceModel(RecurrentModel):
         input_size = embedding_dim if task.input_vocab else task.input_dim
         reg = regularization
         self.input_dropout = make_dropout(reg.input_dropout, reg.dropout_kind)
-        self.rnn = make_stack(cell, input_size, hidden_size, num_layers, reg)
+        self.rnn = make_stack(cell, input_size, hidden_size, num_layers, reg, skip=skip, dilations=dilations)
         self.output_dropout = make_dropout(reg.output_dropout, reg.dropout_kind)
         self.ar, self.tar = reg.ar, reg.tar
         self.readout = nn.Linear(self.rnn.hidden_size, task.output_dim)  # the last layer's size
@@ -39,7 +40,8 @@ class SequenceModel(RecurrentModel):
     def from_config(cls, config: ModelConfig, task: Task,
                     regularization: RegularizationConfig = NO_REGULARIZATION) -> SequenceModel:
         model = cls(task, cell=config.cell, hidden_size=config.layer_sizes, num_layers=config.num_layers,
-                    embedding_dim=config.embedding_dim, regularization=regularization)
+                    embedding_dim=config.embedding_dim, regularization=regularization, skip=config.skip,
+                    dilations=config.dilations)
         initialize(model, config)
         return model
 

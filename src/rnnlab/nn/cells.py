@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -110,18 +110,50 @@ def step_function(cell: str) -> Callable:
 # ---------------------------------------------------------------- the reference stack
 
 
+class Step(NamedTuple):
+    h: torch.Tensor  # (B, H)
+    c: torch.Tensor | None  # (B, H) for LSTM
+    record: dict[str, torch.Tensor]  # the step's intermediates (gates, pre-activations)
+    previous: tuple[torch.Tensor, torch.Tensor | None]  # the (h, c) this step read: t - 1, or t - d when dilated
+
+
+def run_steps(advance: Callable[[int, torch.Tensor, torch.Tensor | None], tuple], steps: int, state: Any,
+              zeros: torch.Tensor, dilation: int = 1, *, lstm: bool) -> tuple[list[Step], Any]:
+    """One layer step by step over a window: ``advance(t, h_prev, c_prev) -> (h, c, record)``.
+
+    ``state`` holds the layer's (h, c) after each of the last ``dilation`` steps, oldest first ((d, B, H)
+    each; None: ``zeros``); step t reads the state d steps back. Returns the steps and that state after
+    the window's last d steps."""
+    if state is None:
+        memory = [(zeros, zeros if lstm else None)] * dilation
+    elif lstm:
+        memory = list(zip(state[0].unbind(0), state[1].unbind(0)))
+    else:
+        memory = [(h, None) for h in state.unbind(0)]
+    taken = []
+    for t in range(steps):
+        previous = memory[t]
+        h, c, record = advance(t, *previous)
+        memory.append((h, c))
+        taken.append(Step(h, c, record, previous))
+    last = memory[-dilation:]
+    final_h = torch.stack([h for h, _ in last])  # (d, B, H)
+    return taken, ((final_h, torch.stack([c for _, c in last])) if lstm else final_h)
+
+
 @dataclass
 class Trace:
     """What a reference pass saw, per layer and step (tensors stay in the autograd graph).
 
     ``inputs[l][t]`` is layer l's input at step t, ``hidden[l][t]`` its h_t, ``cell[l][t]`` its c_t
-    (LSTM), ``steps[l][t]`` the intermediates of that step (gates, pre-activations).
+    (LSTM), ``steps[l][t]`` the intermediates of that step (gates, pre-activations), ``previous[l][t]``
+    the (h, c) the step read (step t - 1's, or t - d's in a dilated layer; the initial state at first).
     """
 
     inputs: list[list[torch.Tensor]] = field(default_factory=list)
     hidden: list[list[torch.Tensor]] = field(default_factory=list)
     cell: list[list[torch.Tensor]] = field(default_factory=list)
-    initial: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    previous: list[list[tuple[torch.Tensor, torch.Tensor | None]]] = field(default_factory=list)
     steps: list[list[dict[str, torch.Tensor]]] = field(default_factory=list)
 
 
@@ -134,47 +166,37 @@ def reference_forward(
     """Run a stack (``RecurrentStack`` or ``ReferenceRNN``: anything with ``cell``, ``layer_sizes`` and
     ``layer_weights(k)``) step by step on input (T, B, I).
 
-    Same results as the fused stack in eval mode (dropout between layers is not applied: the
-    reference path exists for measurement). Fills ``trace`` when one is given.
+    Same results as the fused stack in eval mode: a ``RecurrentStack`` composes the layers itself
+    (``compose``: skip connections, dilations), so both paths share that code; dropout is the
+    module's, off in eval mode, where the reference path is used for measurement. Fills ``trace``
+    when one is given.
     """
     cell = rnn.cell
     step = step_function(cell)
-    steps, batch = input.shape[0], input.shape[1]
-    initial = split_state(hx, rnn.layer_sizes)
-    layer_input = list(input.unbind(0))
-    final_h, final_c = [], []
-    for layer, size in enumerate(rnn.layer_sizes):
+    dilations = getattr(rnn, "dilations", (1,) * len(rnn.layer_sizes))
+
+    def run_layer(layer: int, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         weights = rnn.layer_weights(layer)
-        zeros = input.new_zeros(batch, size)
-        if initial[layer] is None:
-            h, c = zeros, (zeros if cell == "lstm" else None)
-        elif cell == "lstm":
-            h, c = initial[layer][0][0], initial[layer][1][0]
-        else:
-            h, c = initial[layer][0], None
+        inputs = list(x.unbind(0))
+        taken, final = run_steps(lambda t, h, c: step(inputs[t], h, c, *weights), len(inputs), state,
+                                 x.new_zeros(x.size(1), rnn.layer_sizes[layer]), dilations[layer],
+                                 lstm=cell == "lstm")
         if trace is not None:
-            trace.inputs.append(layer_input)
-            trace.initial.append((h, c))
-            trace.hidden.append([])
-            trace.cell.append([])
-            trace.steps.append([])
-        outputs = []
-        for t in range(steps):
-            h, c, record = step(layer_input[t], h, c, *weights)
-            outputs.append(h)
-            if trace is not None:
-                trace.hidden[layer].append(h)
-                if c is not None:
-                    trace.cell[layer].append(c)
-                trace.steps[layer].append(record)
-        final_h.append(h)
-        final_c.append(c)
-        layer_input = outputs
-    output = torch.stack(layer_input)  # (T, B, H)
-    width = max(rnn.layer_sizes)
-    if cell == "lstm":
-        return output, join_states([(h[None], c[None]) for h, c in zip(final_h, final_c)], width)  # (layers, B, H)
-    return output, join_states([h[None] for h in final_h], width)
+            trace.inputs.append(inputs)
+            trace.hidden.append([s.h for s in taken])
+            trace.cell.append([s.c for s in taken] if cell == "lstm" else [])
+            trace.previous.append([s.previous for s in taken])
+            trace.steps.append([s.record for s in taken])
+        return torch.stack([s.h for s in taken]), final  # (T, B, H)
+
+    compose = getattr(rnn, "compose", None)
+    if compose is not None:
+        return compose(input, hx, run_layer)
+    states, finals, x = split_state(hx, rnn.layer_sizes), [], input  # a plain chain of layers
+    for layer in range(len(rnn.layer_sizes)):
+        x, final = run_layer(layer, x, states[layer])
+        finals.append(final)
+    return x, join_states(finals, max(rnn.layer_sizes))
 
 
 class ReferenceRNN(nn.Module):

@@ -31,7 +31,7 @@ rnnlab's format-1 checkpoints hold) loads too, mapped by ``multilayer_to_stack_k
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from rnnlab.config import CELL_TYPES, RECURRENT_DROPOUT_KINDS
-from rnnlab.nn.cells import WEIGHT_NAMES, LayerWeights, step_function
+from rnnlab.config import CELL_TYPES, RECURRENT_DROPOUT_KINDS, SKIP_KINDS
+from rnnlab.nn.cells import WEIGHT_NAMES, LayerWeights, run_steps, step_function
 from rnnlab.nn.dropout import dropout_mask, make_dropout
 from rnnlab.nn.recurrent import State, join_states, split_state
 
@@ -82,7 +82,7 @@ class RecurrentStack(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int | Sequence[int], num_layers: int = 1,
                  dropout: float = 0.0, bias: bool = True, *, dropout_kind: str = "standard",
                  recurrent_dropout: float = 0.0, recurrent_dropout_kind: str = "variational",
-                 weight_drop: float = 0.0) -> None:
+                 weight_drop: float = 0.0, skip: str = "none", dilations: Sequence[int] | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -95,10 +95,24 @@ class RecurrentStack(nn.Module):
         sizes = (hidden_size,) * num_layers if isinstance(hidden_size, int) else tuple(hidden_size)
         if len(sizes) != num_layers or min(sizes) < 1:
             raise ValueError(f"hidden_size must be one size or {num_layers} sizes >= 1, got {hidden_size}")
-        self.cell, self.input_size, self.num_layers = cell, input_size, num_layers
+        dilations = tuple(dilations) if dilations else (1,) * num_layers
+        if len(dilations) != num_layers or min(dilations) < 1:
+            raise ValueError(f"dilations must be {num_layers} integers >= 1, got {list(dilations)}")
+        if skip not in SKIP_KINDS:
+            raise ValueError(f"unknown skip {skip!r} (kinds: {', '.join(SKIP_KINDS)})")
+        self.cell, self.input_size, self.num_layers, self.skip = cell, input_size, num_layers, skip
         self.layer_sizes, self.hidden_size, self.state_size = sizes, sizes[-1], max(sizes)
-        inputs = (input_size, *sizes[:-1])
+        self.dilations = dilations  # also each layer's rows in the state
+        # Dense (Graves 2013): every layer above the first also reads the stack's input.
+        inputs = (input_size, *((input_size + h if skip == "dense" else h) for h in sizes[:-1]))
         self.layers = nn.ModuleList(make_layer(cell, inputs[k], sizes[k], bias) for k in range(num_layers))
+        if skip == "residual":
+            # h^k = layer_k(x) + x, through a learned projection where the sizes differ
+            self.shortcuts = nn.ModuleList(nn.Identity() if inputs[k] == sizes[k] else
+                                           nn.Linear(inputs[k], sizes[k], bias=False) for k in range(num_layers))
+        if skip == "dense":
+            # every layer's output reaches the output, projected to the last layer's size
+            self.readout = nn.Linear(sum(sizes), sizes[-1], bias=False)
         self.between = make_dropout(dropout, dropout_kind)
         self.recurrent_dropout, self.recurrent_dropout_kind = recurrent_dropout, recurrent_dropout_kind
         self.weight_drop = weight_drop
@@ -106,20 +120,38 @@ class RecurrentStack(nn.Module):
 
     def forward(self, input: torch.Tensor, state: State | None = None,
                 noise: StackNoise | None = None) -> tuple[torch.Tensor, State]:
-        """input (T, B, I) -> output (T, B, H) and the final state (L, B, state_size) [each of (h, c) for LSTM].
+        """input (T, B, I) -> output (T, B, H) and the final state (R, B, state_size) [each of (h, c) for
+        LSTM; R = num_layers unless layers are dilated].
 
         ``noise`` fixes the recurrent masks (tests, measurements); by default a training pass draws
         fresh ones (``sample_noise``) and an eval pass uses none."""
         if noise is None and self.training:
             noise = self.sample_noise(input.size(0), input.size(1), input)
-        layer_states = split_state(state, self.layer_sizes)
-        finals = []
+        return self.compose(input, state, lambda k, x, layer_state: self._run_layer(k, x, layer_state, noise))
+
+    def compose(self, input: torch.Tensor, state: State | None,
+                run_layer: Callable[[int, torch.Tensor, Any], tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, State]:
+        """Where the layers meet: between-layer dropout and the skip connections around ``run_layer(k,
+        x, layer_state) -> (output, final layer_state)``, which runs layer k on the fused kernel
+        (``forward``) or step by step on the reference cells (``rnnlab.nn.cells.reference_forward``)."""
+        states = split_state(state, self.layer_sizes, self.dilations)
+        outputs, finals = [], []
         x = input
         for k in range(self.num_layers):
-            if k > 0:
-                x = self.between(x)
-            x, final = self._run_layer(k, x, layer_states[k], noise)  # (T, B, I or H) -> (T, B, H)
+            if k == 0:
+                layer_input = input
+            elif self.skip == "dense":
+                layer_input = torch.cat([input, self.between(x)], dim=-1)  # (T, B, I + H_(k-1))
+            else:
+                layer_input = self.between(x)
+            y, final = run_layer(k, layer_input, states[k])  # (T, B, H_k)
+            if self.skip == "residual":
+                y = y + self.shortcuts[k](x)  # the shortcut skips the dropout too: an undamped path
+            outputs.append(y)
             finals.append(final)
+            x = y
+        if self.skip == "dense":
+            x = self.readout(torch.cat(outputs, dim=-1))  # (T, B, sum H_k) -> (T, B, H)
         return x, join_states(finals, self.state_size)
 
     def sample_noise(self, steps: int, batch: int, like: torch.Tensor) -> StackNoise | None:
@@ -135,21 +167,25 @@ class RecurrentStack(nn.Module):
         return StackNoise(recurrent, weight)
 
     def _run_layer(self, k: int, x: torch.Tensor, state: Any, noise: StackNoise | None) -> tuple[torch.Tensor, Any]:
-        layer = self.layers[k]
+        layer, dilation = self.layers[k], self.dilations[k]
         h_mask = noise.recurrent[k] if noise is not None else None
         w_mask = noise.weight[k] if noise is not None else None
         if h_mask is None and w_mask is None:
-            return layer(x, state)
-        w_hh = self.layer_weights(k).weight_hh
-        if w_mask is not None:
-            w_hh = w_hh * w_mask  # DropConnect on the recurrent weights (Merity et al. 2017)
-        if h_mask is not None and h_mask.dim() == 1:
-            # One mask for the whole batch: W_hh (m * h) = (W_hh diag(m)) h, so masking W_hh's columns
-            # once keeps the fused kernel and is exact (Gal & Ghahramani 2016's mask, held for the window).
-            w_hh, h_mask = w_hh * h_mask, None
-        if h_mask is None:
-            return functional_call(layer, {"weight_hh_l0": w_hh}, (x, state))
-        return self._run_stepwise(k, x, state, w_hh, h_mask)
+            run = layer
+        else:
+            w_hh = self.layer_weights(k).weight_hh
+            if w_mask is not None:
+                w_hh = w_hh * w_mask  # DropConnect on the recurrent weights (Merity et al. 2017)
+            if h_mask is not None and h_mask.dim() == 1:
+                # One mask for the whole batch: W_hh (m * h) = (W_hh diag(m)) h, so masking W_hh's columns
+                # once keeps the fused kernel and is exact (Gal & Ghahramani 2016's mask, held for the window).
+                w_hh, h_mask = w_hh * h_mask, None
+            if h_mask is not None:
+                return self._run_stepwise(k, x, state, w_hh, h_mask)
+            run = lambda inputs, hx: functional_call(layer, {"weight_hh_l0": w_hh}, (inputs, hx))  # noqa: E731
+        if dilation == 1:
+            return run(x, state)
+        return run_dilated(run, x, state, dilation, self.layer_sizes[k], lstm=self.cell == "lstm")
 
     def _run_stepwise(self, k: int, x: torch.Tensor, state: Any, w_hh: torch.Tensor,
                       h_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -157,19 +193,14 @@ class RecurrentStack(nn.Module):
         w_ih, _, b_ih, b_hh = self.layer_weights(k)
         projected = nn.functional.linear(x, w_ih, b_ih)  # (T, B, I) -> (T, B, G*H): every step's input part at once
         step = step_function(self.cell)
-        batch = x.size(1)
-        zeros = x.new_zeros(batch, self.layer_sizes[k])
-        if self.cell == "lstm":
-            h, c = (state[0][0], state[1][0]) if state is not None else (zeros, zeros)
-        else:
-            h, c = (state[0] if state is not None else zeros), None
-        outputs = []
-        for t in range(x.size(0)):
-            mask = h_mask[t] if h_mask.dim() == 3 else h_mask
-            h, c, _ = step(projected[t], h, c, None, w_hh, None, b_hh, h_mask=mask)
-            outputs.append(h)
-        final = (h.unsqueeze(0), c.unsqueeze(0)) if self.cell == "lstm" else h.unsqueeze(0)  # (1, B, H)
-        return torch.stack(outputs), final
+        per_step = h_mask.dim() == 3
+
+        def advance(t: int, h: torch.Tensor, c: torch.Tensor | None):
+            return step(projected[t], h, c, None, w_hh, None, b_hh, h_mask=h_mask[t] if per_step else h_mask)
+
+        outputs, final = run_steps(advance, x.size(0), state, x.new_zeros(x.size(1), self.layer_sizes[k]),
+                                   self.dilations[k], lstm=self.cell == "lstm")
+        return torch.stack([s.h for s in outputs]), final
 
     def layer_weights(self, layer: int) -> LayerWeights:
         """Layer ``layer``'s parameters themselves (not copies): write to them to initialise."""
@@ -185,6 +216,43 @@ class RecurrentStack(nn.Module):
     def extra_repr(self) -> str:
         sizes = self.hidden_size if len(set(self.layer_sizes)) == 1 else list(self.layer_sizes)
         return f"cell={self.cell!r}, input_size={self.input_size}, hidden_size={sizes}, num_layers={self.num_layers}"
+
+
+def run_dilated(run: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]], x: torch.Tensor, state: Any,
+                dilation: int, hidden_size: int, *, lstm: bool) -> tuple[torch.Tensor, Any]:
+    """One layer whose recurrence links step t to step t - d (Chang et al. 2017), on the fused kernel.
+
+    The window's steps are d interleaved sub-sequences (r, r + d, r + 2d, ...), folded into the batch,
+    so ``run`` (the layer: (T', B', I) and its state -> output and final state) runs once or twice. The
+    state holds the layer's states after the last d steps, oldest first ((d, B, H), each of (h, c) for
+    LSTM; None: zeros): sub-sequence r starts from row r, and the window leaves its last d steps, so any
+    window length (a multiple of d or not, shorter than d or not) continues exactly where it stopped."""
+    steps, batch, d = x.size(0), x.size(1), dilation
+    parts = (lambda state: list(state)) if lstm else (lambda state: [state])  # noqa: E731
+    whole = (lambda parts: tuple(parts)) if lstm else (lambda parts: parts[0])  # noqa: E731
+    longer, length = steps % d, steps // d  # the first ``longer`` sub-sequences have one step more
+    outputs, positions, finals = [], [], []
+    for first, last, count in ((0, longer, length + 1), (longer, d, length)):
+        n = last - first
+        if n == 0:
+            continue
+        rows = None if state is None else [part[first:last] for part in parts(state)]  # (n, B, H) each
+        if count == 0:  # a window shorter than d: these sub-sequences have no step in it
+            finals.append(rows or [x.new_zeros(n, batch, hidden_size)] * (2 if lstm else 1))
+            continue
+        steps_of = torch.arange(first, last, device=x.device) + d * torch.arange(count, device=x.device)[:, None]
+        where = steps_of.flatten()  # (count * n,): the window's steps, sub-sequence-major within a row
+        folded = x[where].reshape(count, n * batch, x.size(2))  # (count, n*B, I)
+        initial = None if rows is None else whole([r.reshape(1, n * batch, hidden_size) for r in rows])
+        y, final = run(folded, initial)
+        outputs.append(y.reshape(count * n, batch, hidden_size))
+        positions.append(where)
+        finals.append([part.reshape(n, batch, hidden_size) for part in parts(final)])
+    output = torch.cat(outputs)[torch.cat(positions).argsort()]  # back to time order, (T, B, H)
+    # Sub-sequence r ended at row (r - longer) mod d of the window's last d steps (oldest first): a roll by
+    # -longer puts the rows in time order, where the next window's sub-sequences look for them.
+    rolled = [torch.cat([f[i] for f in finals]).roll(-longer, 0) for i in range(2 if lstm else 1)]
+    return output, whole(rolled)
 
 
 def multilayer_to_stack_keys(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
