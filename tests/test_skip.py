@@ -154,3 +154,27 @@ def test_skip_and_dilations_are_checked():
     with pytest.raises(ValueError, match=r"shaped \(3, B, 5\), got \(2, 3, 5\)"):
         stack(torch.randn(T, B, I), torch.zeros(2, B, H))
     assert [tuple(s.shape) for s in split_state(torch.zeros(3, B, H), (H, H), (1, 2))] == [(1, B, H), (2, B, H)]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
+def test_reference_path_starts_a_dilated_layer_from_zeros_like_the_fused_one(cell):
+    stack = RecurrentStack(cell, I, H, 2, dilations=[3, 2]).eval()
+    x = torch.randn(T, B, I)
+    out, final = stack(x)
+    ref_out, ref_final = reference_forward(stack, x)
+    assert_close(ref_out, out)
+    for ours, theirs in zip(_parts(ref_final), _parts(final)):
+        assert_close(ours, theirs)
+
+
+def test_the_residual_shortcut_carries_the_input_past_the_dropout():
+    stack = RecurrentStack("gru", H, H, 2, dropout=0.5, skip="residual").train()
+    seen = {}
+    for k, layer in enumerate(stack.layers):
+        layer.register_forward_hook(lambda module, args, output, k=k: seen.update({k: (args[0], output[0])}))
+    x = torch.randn(T, B, H)
+    out, _ = stack(x)
+    dropped_input, layer_output = seen[1]
+    below = seen[0][1] + x  # the first layer's output with its own shortcut
+    assert not torch.equal(dropped_input, below)  # the layer read a dropped copy ...
+    assert_close(out, layer_output + below)  # ... the shortcut added the undropped one
