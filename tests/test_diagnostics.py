@@ -165,3 +165,47 @@ def test_verdicts_tell_vanishing_from_exploding():
     exploding = diagnose(_linear_regime_rnn(1.5), torch.randint(7, (30, 2)), torch.randint(7, (30, 2)))
     assert vanishing["layers"][0]["verdict"]["verdict"] == "vanishing"
     assert exploding["layers"][0]["verdict"]["verdict"] == "exploding"
+
+
+@pytest.mark.parametrize("skip", ["none", "residual", "dense"])
+def test_depth_norm_is_the_gradient_reaching_each_layer_by_torchs_own_cells(skip):
+    """Against a hand-written stack of torch.nn.GRUCell on the same weights: h_t of every layer kept,
+    the loss summed over steps, the gradient at each h_t (what BPTT carries there) combined over steps."""
+    torch.manual_seed(3)
+    dilations = (1, 2, 1)
+    config = ModelConfig(cell="gru", num_layers=3, hidden_size=6, embedding_dim=4, skip=skip, dilations=dilations)
+    model = RNNLanguageModel.from_config(config, 9).eval()
+    inputs, targets = torch.randint(9, (6, 5)), torch.randint(9, (6, 5))
+    flow = gradient_flow(run_probe(model, inputs, targets))
+
+    rnn, steps, batch = model.rnn, inputs.size(0), inputs.size(1)
+    x = model.rnn_inputs(inputs).detach()
+    hidden, below = [], x  # hidden[l][t]: layer l's h_t
+    for k, d in enumerate(dilations):
+        cell = torch.nn.GRUCell(rnn.layers[k].input_size, 6)
+        cell.load_state_dict({name.replace("_l0", ""): w for name, w in rnn.layers[k].state_dict().items()})
+        layer_in = below if k == 0 or skip != "dense" else torch.cat([x, below], -1)
+        hs = []
+        for t in range(steps):
+            hs.append(cell(layer_in[t], hs[t - d] if t >= d else torch.zeros(batch, 6)))
+        hidden.append(hs)
+        out = torch.stack(hs)
+        below = out + rnn.shortcuts[k](below) if skip == "residual" else out
+    features = rnn.readout(torch.cat([torch.stack(hs) for hs in hidden], -1)) if skip == "dense" else below
+    grads = torch.autograd.grad(model.step_costs(features, targets).sum(), [h for hs in hidden for h in hs])
+    for k, entry in enumerate(flow):
+        per_step = [float(g.double().pow(2).sum(-1).mean().sqrt()) * batch for g in grads[k * steps : (k + 1) * steps]]
+        assert entry["depth_norm"] == pytest.approx(sum(v * v for v in per_step) ** 0.5, rel=1e-5)
+
+
+def test_residual_connections_keep_the_gradient_up_at_the_bottom_of_a_deep_stack():
+    depth = {}
+    for skip in ("none", "residual"):
+        torch.manual_seed(0)
+        config = ModelConfig(cell="rnn_tanh", num_layers=8, hidden_size=16, embedding_dim=16, skip=skip,
+                             init="default")
+        model = RNNLanguageModel.from_config(config, 9)
+        flow = gradient_flow(run_probe(model, torch.randint(9, (10, 4)), torch.randint(9, (10, 4))))
+        depth[skip] = [entry["depth_norm"] for entry in flow]
+    assert depth["none"][0] < 0.1 * depth["none"][-1]  # a plain stack loses it on the way down
+    assert depth["residual"][0] > 0.5 * depth["residual"][-1]

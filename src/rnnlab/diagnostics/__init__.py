@@ -58,6 +58,8 @@ def diagnose(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
         "num_layers": model.rnn.num_layers,
         "hidden_size": model.rnn.hidden_size,  # the last layer's
         "layer_sizes": list(model.rnn.layer_sizes),
+        "skip": model.rnn.skip,
+        "dilations": list(model.rnn.dilations),
         "probe": {"steps": probe.steps, "batch": int(probe.trace.hidden[0][0].size(0))},
         "layers": layers,
     }
@@ -77,6 +79,7 @@ def summary_records(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
             "layer": layer,
             "grad_log_gain_per_step": flow[layer]["log_gain_per_step"],
             "grad_ratio": flow[layer]["ratio"],
+            "grad_depth_norm": flow[layer]["depth_norm"],
             "sigma_max": max(b["sigma_max"] for b in blocks),
             "spectral_radius": max(b["spectral_radius"] for b in blocks),
             "saturated_fraction": sat[layer]["saturated_fraction"],

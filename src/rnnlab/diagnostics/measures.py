@@ -92,7 +92,9 @@ def _fit(norms_by_distance: list[float]) -> dict[str, float | None]:
 
 def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
     """||d cost_n / d h_t|| (the document's quantity) and ||d (sum_k cost_k) / d h_t|| per layer,
-    indexed by distance n - t (0 = the last step); for LSTM also the same for the cell state c_t."""
+    indexed by distance n - t (0 = the last step); for LSTM also the same for the cell state c_t.
+    ``depth_norm`` is ||d (sum_k cost_k) / d h^l|| over all steps of layer l: the gradient that
+    reaches that depth of the stack (skip connections keep it up at the bottom)."""
     hidden = [h for layer in probe.trace.hidden for h in layer]
     cells = [c for layer in probe.trace.cell for c in layer]
     targets = hidden + cells
@@ -110,6 +112,8 @@ def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
             "all_steps": by_time_total[::-1],
             **_fit(by_time_last[::-1]),
             "all_steps_summary": _fit(by_time_total[::-1]),
+            # through depth: what reaches this layer's outputs from every cost, over the whole window
+            "depth_norm": math.sqrt(sum(v * v for v in by_time_total)),
         }
         if cells:
             offset = len(hidden)

@@ -19,7 +19,9 @@ EXPLANATIONS = {
         "from the last step (log scale). For a vanilla RNN the chain rule multiplies one Jacobian diag(f'(z_t)) W_hh "
         "per step, so the norm changes roughly geometrically: a falling line is a vanishing gradient, a rising one an "
         "exploding gradient. Dashed: the gradient of the loss summed over all steps, which also collects each step's "
-        "own loss. Dotted (LSTM): the same through the cell state c_t, the additive path."),
+        "own loss. Dotted (LSTM): the same through the cell state c_t, the additive path. Right: the gradient of the "
+        "summed loss that reaches each layer's outputs over the whole window, bottom layer first: it shrinks down a "
+        "plain deep stack; residual or dense skip connections keep it up."),
     "jacobian.png": (
         "The Jacobian chain. The exact largest singular value of d h_t / d h_{t-1} at each step (for an LSTM, of the "
         "Jacobian of (h_t, c_t) with respect to (h_{t-1}, c_{t-1})), next to the document's bound "
@@ -85,7 +87,7 @@ def save_figure(fig, path: Path) -> None:
 
 def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, depth_ax) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [7, 4]})
     for entry in diagnosis["layers"]:
         flow = entry["gradient_flow"]
         line = ax.semilogy(flow["distance"], _positive(flow["last_step"]), label=f"layer {entry['layer']}: cost_n")[0]
@@ -99,6 +101,15 @@ def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Gradient flow through time ({diagnosis['cell']}, {diagnosis['probe']['steps']} steps)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+    layers = [entry["layer"] for entry in diagnosis["layers"]]
+    depth_ax.bar(layers, _positive([entry["gradient_flow"]["depth_norm"] for entry in diagnosis["layers"]]),
+                 color=[f"C{i % 10}" for i in range(len(layers))])
+    depth_ax.set_yscale("log")
+    depth_ax.set_xticks(layers)
+    depth_ax.set_xlabel("layer (0 = bottom)")
+    depth_ax.set_ylabel("||d sum of costs / d h^l|| (all steps)")
+    depth_ax.set_title(f"Gradient flow through depth (skip: {diagnosis.get('skip', 'none')})")
+    depth_ax.grid(True, which="both", axis="y", alpha=0.3)
     save_figure(fig, path)
 
 
@@ -196,7 +207,8 @@ def render_html(diagnosis: dict[str, Any], images: dict[str, bytes], title: str)
         rho = "n/a (not square)" if whole["spectral_radius"] is None else f"{whole['spectral_radius']:.4g}"
         rows.append(
             f"<tr class='{esc(v['verdict'])}'><td>{entry['layer']}</td><td><b>{esc(v['verdict'])}</b></td>"
-            f"<td>{esc(v['reason'])}</td><td>{whole['sigma_max']:.4g}</td><td>{rho}</td>"
+            f"<td>{esc(v['reason'])}</td><td>{_number(entry['gradient_flow']['depth_norm'])}</td>"
+            f"<td>{whole['sigma_max']:.4g}</td><td>{rho}</td>"
             f"<td>{100 * entry['saturation']['saturated_fraction']:.2f}%</td></tr>")
     gates = []
     for entry in diagnosis["layers"]:
@@ -224,11 +236,11 @@ tr.healthy td:nth-child(2) {{ color: #1e8449; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444; margin-top: .5em; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
-<p>Cell <b>{esc(diagnosis['cell'])}</b>, {_layers_text(diagnosis)};
+<p>Cell <b>{esc(diagnosis['cell'])}</b>, {_layers_text(diagnosis)}{_skip_text(diagnosis)};
 probe batch of {probe['batch']} sequences, {probe['steps']} steps, measured through the step-by-step reference path
 on the model's own weights (eval mode). Verdict thresholds: the gradient of the last step's loss falling more than
 100-fold across the probe window is <i>vanishing</i>, growing more than 100-fold <i>exploding</i>.</p>
-<table><tr><th>layer</th><th>verdict</th><th>why</th><th>sigma_max(W_hh)</th><th>rho(W_hh)</th>
+<table><tr><th>layer</th><th>verdict</th><th>why</th><th>gradient reaching the layer</th><th>sigma_max(W_hh)</th><th>rho(W_hh)</th>
 <th>saturated</th></tr>{''.join(rows)}</table>
 {gate_table}
 {''.join(figures)}
@@ -242,3 +254,16 @@ def _layers_text(diagnosis: dict[str, Any]) -> str:
     if len(set(sizes)) == 1:
         return f"{len(sizes)} layer(s) of {sizes[0]} units"
     return f"{len(sizes)} layers of {', '.join(map(str, sizes))} units"
+
+
+def _number(value: float | None) -> str:
+    return "overflow" if value is None else f"{value:.4g}"
+
+
+def _skip_text(diagnosis: dict[str, Any]) -> str:
+    parts = []
+    if diagnosis.get("skip", "none") != "none":
+        parts.append(f"{diagnosis['skip']} skip connections")
+    if any(d != 1 for d in diagnosis.get("dilations", [])):
+        parts.append(f"dilations {diagnosis['dilations']}")
+    return f" ({', '.join(parts)})" if parts else ""
