@@ -80,3 +80,40 @@ def time_alternating(runs: dict[str, Callable[[], None]], steps: int,
             sync()
             spent[name] += time.perf_counter() - started
     return spent
+
+
+def compare_variants(shape: str, variants: dict[str, list[str]], steps: int, rounds: int,
+                     device: torch.device, base_overrides: list[str] = ()) -> None:
+    """Train every variant of preset ``shape`` (its ``--set`` overrides on top of ``base_overrides``) on
+    the same PTB windows, in alternating steps, and print ms/step and the throughput ratio to the first.
+
+    Variants whose parameters match the first's in name and shape start from the same weights."""
+    from rnnlab.config import load_config
+    from rnnlab.data import batchify, load_corpus
+
+    runs, first = {}, None
+    for name, overrides in variants.items():
+        config = load_config(shape, overrides=[*base_overrides, *overrides])
+        if first is None:
+            corpus = load_corpus(config.data)
+            columns = batchify(corpus.splits["train"], config.train.batch_size).to(device)
+        torch.manual_seed(config.train.seed)
+        model = RNNLanguageModel.from_config(config.model, len(corpus.vocab), config.regularization)
+        if first is None:
+            first = (name, config, model.state_dict())
+        else:
+            mine = model.state_dict()
+            if mine.keys() == first[2].keys() and all(mine[k].shape == first[2][k].shape for k in mine):
+                model.load_state_dict(first[2])
+        runs[name] = training_steps(model.to(device), columns, config.train)
+    reference, config, _ = first
+    m, t = config.model, config.train
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}; {shape} shape: {m.num_layers}x{m.hidden_size}, bptt {t.bptt}, "
+          f"batch {t.batch_size}; {steps} steps x {rounds} rounds")
+    timed = [time_alternating(runs, steps, device) for _ in range(rounds)]
+    total = {name: sum(r[name] for r in timed) for name in runs}
+    for name in runs:
+        per_round = [round(r[reference] / r[name], 3) for r in timed]
+        print(f"{name:<24} {1000 * total[name] / (steps * rounds):8.1f} ms/step  "
+              f"ratio to {reference} {total[reference] / total[name]:.3f}  (per round {per_round})")

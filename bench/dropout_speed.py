@@ -23,24 +23,25 @@ Threads: torch's default (2 here). ``--device cuda`` times the same on a GPU (sy
 from __future__ import annotations
 
 import argparse
-import copy
 
 import torch
 
-from common import time_alternating, training_steps
-from rnnlab.config import RegularizationConfig, load_config
-from rnnlab.data import batchify, load_corpus
-from rnnlab.models import RNNLanguageModel
+from common import compare_variants
+from rnnlab.config import load_config
 
-LOCKED = {"input_dropout": 0.5, "hidden_dropout": 0.5, "output_dropout": 0.5, "dropout_kind": "variational"}
+LOCKED = ["regularization.input_dropout=0.5", "regularization.hidden_dropout=0.5",
+          "regularization.output_dropout=0.5", "regularization.dropout_kind=variational"]
+RECURRENT = ["regularization.recurrent_dropout=0.5"]
 VARIANTS = {
-    "none": {},
-    "variational": {"recurrent_dropout": 0.5},
-    "variational + locked": {"recurrent_dropout": 0.5, **LOCKED},
-    "weight_drop": {"weight_drop": 0.5},
-    "per_sequence": {"recurrent_dropout": 0.5, "recurrent_dropout_kind": "variational_per_sequence"},
-    "naive": {"recurrent_dropout": 0.5, "recurrent_dropout_kind": "naive"},
+    "none": [],
+    "variational": RECURRENT,
+    "variational + locked": [*RECURRENT, *LOCKED],
+    "weight_drop": ["regularization.weight_drop=0.5"],
+    "per_sequence": [*RECURRENT, "regularization.recurrent_dropout_kind=variational_per_sequence"],
+    "naive": [*RECURRENT, "regularization.recurrent_dropout_kind=naive"],
 }
+# Only the shape of the preset: its own dropout off, so "none" has none.
+NO_DROPOUT = ["regularization.input_dropout=0", "regularization.hidden_dropout=0", "regularization.output_dropout=0"]
 
 
 def main() -> None:
@@ -51,30 +52,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
-    device = torch.device(args.device)
-
-    config = load_config(args.shape)
-    m, t = config.model, config.train
-    steps = args.steps or (60 if m.hidden_size <= 200 else 15)
-    corpus = load_corpus(config.data)
-    columns = batchify(corpus.splits["train"], t.batch_size).to(device)
-    torch.manual_seed(t.seed)
-    base = RNNLanguageModel.from_config(m, len(corpus.vocab))
-    runs = {}
-    for name in args.variants:
-        model = RNNLanguageModel.from_config(m, len(corpus.vocab), RegularizationConfig(**VARIANTS[name]))
-        model.load_state_dict(copy.deepcopy(base.state_dict()))  # the same initial weights for every variant
-        runs[name] = training_steps(model.to(device), columns, t)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {where}; {args.shape} shape: "
-          f"{m.num_layers}x{m.hidden_size}, bptt {t.bptt}, batch {t.batch_size}; {steps} steps x {args.rounds} rounds")
-    rounds = [time_alternating(runs, steps, device) for _ in range(args.rounds)]
-    total = {name: sum(r[name] for r in rounds) for name in runs}
-    reference = "none" if "none" in runs else next(iter(runs))
-    for name in runs:
-        per_round = [round(r[reference] / r[name], 3) for r in rounds]
-        print(f"{name:<21} {1000 * total[name] / (steps * args.rounds):8.1f} ms/step  "
-              f"ratio to {reference} {total[reference] / total[name]:.3f}  (per round {per_round})")
+    steps = args.steps or (60 if load_config(args.shape).model.hidden_size <= 200 else 15)
+    compare_variants(args.shape, {name: VARIANTS[name] for name in args.variants}, steps, args.rounds,
+                     torch.device(args.device), NO_DROPOUT)
 
 
 if __name__ == "__main__":

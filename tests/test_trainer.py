@@ -36,11 +36,14 @@ def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
     assert load_config(config_file=tmp_path / "run" / "config.toml") == _config(tiny_corpus_dir, "train.epochs=2")
 
 
-def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path):
+@pytest.mark.parametrize("model", [[], ["model.num_layers=3", "model.dilations=[1, 3, 2]", "model.skip=residual"],
+                                   ["model.skip=dense", "model.last_layer_size=5"]],
+                         ids=["plain", "dilated-residual", "dense-narrow-top"])
+def test_resumed_run_matches_an_uninterrupted_run(tiny_corpus_dir, tmp_path, model):
     # Dropout on, so the RNG state in the checkpoint matters; stop mid-epoch, so the carried
-    # recurrent state and the window position matter.
+    # recurrent state and the window position matter (a dilated layer carries d steps of it).
     config = _config(tiny_corpus_dir, "train.epochs=3", "regularization.hidden_dropout=0.3", "train.schedule=plateau",
-                     "train.log_every=3")
+                     "train.log_every=3", *model)
     whole = Trainer(config, tmp_path / "whole").fit()
     windows = Trainer(config, tmp_path / "probe").windows_per_epoch
     stop_at = windows + windows // 2
