@@ -72,7 +72,11 @@ def test_demo_runs_in_reduced_mode(tmp_path):
     lm = result["language_model"]
     assert lm["valid_ppl"][-1] < lm["valid_ppl"][0], "perplexity falls"
     assert lm["sample"].startswith("the")
-    for name in ("report.html", "demo.json", "gradient_flow.png", "lm_training.png"):
+    depth = {row["skip"]: row["bottom_over_top"] for row in result["skip"]["depth"]}
+    assert depth["residual"] > depth["none"] and depth["dense"] > depth["none"]
+    plain, dilated = result["skip"]["time"]
+    assert dilated["reach"] > plain["reach"], "dilation shortens the path back in time"
+    for name in ("report.html", "demo.json", "gradient_flow.png", "lm_training.png", "skip_connections.png"):
         assert (tmp_path / "demo" / name).is_file()
     for case in verdicts:
         assert (tmp_path / "demo" / "cases" / case / "report.html").is_file()

@@ -10,6 +10,9 @@
 6. Dropout on the recurrent connection: the masks of naive dropout (fresh at every step) and of
    variational dropout (one for the window), and how much of the first input still reaches the
    last step's loss under each (Gal & Ghahramani 2016).
+7. Skip connections: the gradient reaching the bottom of a deep tanh stack without and with
+   residual / dense connections, and how far back in time it reaches without and with dilated
+   recurrence (Chang et al. 2017).
 
 Everything lands in one folder: report.html (the story, plots embedded), demo.json (every number),
 one full diagnostics report per model in cases/, and the language model's run directory.
@@ -31,7 +34,7 @@ from rnnlab.config import Config, ModelConfig, RegularizationConfig, load_config
 from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
-from rnnlab.diagnostics import diagnose
+from rnnlab.diagnostics import diagnose, gradient_flow, run_probe
 from rnnlab.diagnostics.report import finite_or_null, pyplot, save_figure, write_report
 from rnnlab.generation import generate
 from rnnlab.io import atomic_write_text
@@ -54,13 +57,15 @@ class DemoSettings:
     generate_tokens: int = 20
     recurrent_dropout: float = 0.25  # part 6
     dropout_draws: int = 50  # masks averaged over in part 6
+    deep_layers: int = 8  # part 7's deep stack
+    dilations: tuple[int, ...] = (1, 2, 4, 8)  # part 7's dilated stack
     seed: int = 1
 
     @classmethod
     def quick(cls) -> DemoSettings:
         """A reduced run for the test suite: the same steps, tiny sizes."""
         return cls(length=30, hidden_size=16, probe_batch=4, lm_hidden_size=16, lm_max_steps=12,
-                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5, dropout_draws=5)
+                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5, dropout_draws=5, deep_layers=4)
 
 
 CASES = (
@@ -82,7 +87,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     task = make_task("adding", settings.length)
     inputs, targets = task.sample(settings.probe_batch, seeded_generator(settings.seed, 3))
     result: dict[str, Any] = {"settings": settings.__dict__, "gradient": [], "clipping": None, "language_model": None,
-                              "dropout": None}
+                              "dropout": None, "skip": None}
 
     say(f"1-3. gradient of the last step's loss, {settings.length} steps back, on adding-problem inputs")
     models = {}
@@ -120,6 +125,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     for row in result["dropout"]["rows"]:
         say(f"   {row['kind']:<12} ||d cost_n / d x_1|| / ||d cost_n / d x_n|| = {row['reach']:.3g} "
             f"(median of {row['draws']} mask draws)")
+
+    say(f"7. skip connections: a {settings.deep_layers}-layer tanh stack; a dilated one, {list(settings.dilations)}")
+    result["skip"] = _skip_connections(task, inputs, targets, settings, out / "skip_connections.png")
+    for row in result["skip"]["depth"]:
+        say(f"   skip {row['skip']:<9} gradient reaching the bottom layer / the top one = {row['bottom_over_top']:.3g}")
+    for row in result["skip"]["time"]:
+        say(f"   dilations {str(row['dilations']):<13} ||d cost_n / d x_1|| / ||d cost_n / d x_n|| = "
+            f"{row['reach']:.3g}")
 
     atomic_write_text(out / "demo.json", json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     _plot_gradients(result, out / "gradient_flow.png")
@@ -162,17 +175,72 @@ def _recurrent_dropout(task, inputs: torch.Tensor, targets: torch.Tensor, settin
         draws = 1 if kind == "none" else settings.dropout_draws
         reach = []
         for _ in range(draws):
-            x = model.rnn_inputs(inputs).detach().requires_grad_()  # (T, B, I)
-            noise = model.rnn.sample_noise(x.size(0), x.size(1), x)
+            noise = model.rnn.sample_noise(inputs.size(0), inputs.size(1), model.rnn_inputs(inputs))
             if noise is not None and kind not in masks:
                 masks[kind] = noise.recurrent[0]
-            hidden, _ = model.rnn(x, None, noise)
-            (grad,) = torch.autograd.grad(model.step_costs(hidden, targets)[-1], x)
-            per_step = grad.double().norm(dim=-1).mean(1)  # (T,): ||d cost_n / d x_t|| averaged over the batch
+            per_step = _input_gradient(model, inputs, targets, noise)
             reach.append(float(per_step[0] / per_step[-1]))
         rows.append({"kind": kind, "p": p, "reach": sorted(reach)[len(reach) // 2], "draws": draws})
     _plot_masks(masks, settings, figure)
     return {"rows": rows, "figure": figure.name}
+
+
+def _input_gradient(model: SequenceModel, inputs: torch.Tensor, targets: torch.Tensor, noise=None) -> torch.Tensor:
+    """(T,): ||d cost_n / d x_t|| for the stack's input at each step, averaged over the batch."""
+    x = model.rnn_inputs(inputs).detach().requires_grad_()  # (T, B, I)
+    hidden, _ = model.rnn(x, None, noise)
+    (grad,) = torch.autograd.grad(model.step_costs(hidden, targets)[-1], x)
+    return grad.double().norm(dim=-1).mean(1)
+
+
+def _skip_connections(task, inputs: torch.Tensor, targets: torch.Tensor, settings: DemoSettings,
+                      figure: Path) -> dict[str, Any]:
+    """Part 7, measured at init on the adding inputs: the gradient of the summed loss reaching each
+    layer of a deep tanh stack (plain, residual, dense), and the reach in time of a stack of
+    len(dilations) tanh layers, plain and dilated (W_hh orthogonal, sigma_max 0.9, as in part 1)."""
+    depth = []
+    for skip in ("none", "residual", "dense"):
+        torch.manual_seed(settings.seed)
+        config = ModelConfig(cell="rnn_tanh", num_layers=settings.deep_layers, hidden_size=settings.hidden_size,
+                             init="default", skip=skip)
+        flow = gradient_flow(run_probe(SequenceModel.from_config(config, task), inputs, targets))
+        norms = [entry["depth_norm"] for entry in flow]
+        depth.append({"skip": skip, "depth_norm": norms, "bottom_over_top": norms[0] / norms[-1]})
+    time = []
+    for dilations in ((1,) * len(settings.dilations), settings.dilations):
+        torch.manual_seed(settings.seed)
+        config = ModelConfig(cell="rnn_tanh", num_layers=len(dilations), hidden_size=settings.hidden_size,
+                             init="default", recurrent_init="orthogonal", recurrent_scale=0.9, dilations=dilations)
+        model = SequenceModel.from_config(config, task).eval()
+        per_step = _input_gradient(model, inputs, targets)
+        time.append({"dilations": list(dilations), "reach": float(per_step[0] / per_step[-1]),
+                     "by_distance": per_step.flip(0).tolist()})
+    _plot_skip(depth, time, figure)
+    return {"depth": depth, "time": time, "figure": figure.name}
+
+
+def _plot_skip(depth: list[dict[str, Any]], time: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in depth:
+        left.semilogy(range(len(row["depth_norm"])), _positive(row["depth_norm"]), "o-", label=f"skip: {row['skip']}")
+    left.set_xlabel("layer (0 = bottom)")
+    left.set_ylabel("||d cost / d h^l|| (all steps)")
+    left.set_title("Through depth: the gradient reaching each layer")
+    for row in time:
+        right.semilogy(range(len(row["by_distance"])), _positive(row["by_distance"]),
+                       label=f"dilations {row['dilations']}")
+    right.set_xlabel("distance n - t (steps back from the last)")
+    right.set_ylabel("||d cost_n / d x_t||")
+    right.set_title("Through time: the last step's gradient at each input")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _positive(values: list[float]) -> list[float]:
+    return [v if v > 0 else float("nan") for v in values]
 
 
 def _plot_masks(masks: dict[str, torch.Tensor], settings: DemoSettings, path: Path) -> None:
@@ -263,6 +331,9 @@ def _render(result: dict[str, Any], out: Path) -> str:
     ppl = " &rarr; ".join(f"{p:.0f}" for p in lm["valid_ppl"])
     dropout_rows = "".join(f"<tr><td>{esc(r['kind'])}</td><td>{r['reach']:.3g}</td><td>{r['draws']}</td></tr>"
                            for r in result["dropout"]["rows"])
+    skip_rows = "".join(f"<tr><td>{esc(r['skip'])}</td><td>{r['bottom_over_top']:.3g}</td></tr>"
+                        for r in result["skip"]["depth"])
+    time_rows = "".join(f"<tr><td>{r['dilations']}</td><td>{r['reach']:.3g}</td></tr>" for r in result["skip"]["time"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rnnlab demo</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; }}
@@ -297,6 +368,17 @@ mode: how strongly the last step's loss still depends on the first input, relati
 trains with each kind on a long-range task (results in docs/RESULTS.md).</p>
 <table><tr><th>recurrent dropout</th><th>reach of the first input</th><th>mask draws</th></tr>{dropout_rows}</table>
 <img alt="dropout masks" src="{_image(out / result['dropout']['figure'])}">
+<h2>7. Skip connections</h2>
+<p>Depth multiplies too: the gradient reaching the bottom of a deep stack passes through every layer above it. Left: a
+{s['deep_layers']}-layer tanh RNN at init, the gradient of the loss reaching each layer's outputs, without skip
+connections, with residual ones (each layer's input added to its output) and with dense ones (the input reaches every
+layer, every layer reaches the output; Graves 2013). Right: how far back in time the last step's gradient reaches in
+a {len(s['dilations'])}-layer tanh stack (sigma_max(W_hh) = 0.9) with every layer stepping one step back, and with
+dilations {list(s['dilations'])}: a layer with dilation d links h_t to h_(t-d), so the gradient crosses the same
+distance in d times fewer multiplications (Chang et al. 2017).</p>
+<table><tr><th>skip</th><th>gradient at the bottom layer / at the top</th></tr>{skip_rows}</table>
+<table><tr><th>dilations</th><th>reach of the first input</th></tr>{time_rows}</table>
+<img alt="skip connections" src="{_image(out / result['skip']['figure'])}">
 <p>Every number is in demo.json. Train the full Zaremba et al. configuration with <code>rnnlab train</code>.</p>
 </body></html>
 """
@@ -314,6 +396,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"sample: {lm['sample']}")
     reach = ", ".join(f"{r['kind']} {r['reach']:.3g}" for r in result["dropout"]["rows"])
     lines.append(f"recurrent dropout {result['settings']['recurrent_dropout']}, reach of the first input: {reach}")
+    depth = ", ".join(f"{r['skip']} {r['bottom_over_top']:.3g}" for r in result["skip"]["depth"])
+    lines.append(f"{result['settings']['deep_layers']}-layer tanh stack, gradient bottom / top: {depth}")
+    time = ", ".join(f"{r['dilations']} {r['reach']:.3g}" for r in result["skip"]["time"])
+    lines.append(f"reach of the first input, dilations {time}")
     return "\n".join(lines)
 
 

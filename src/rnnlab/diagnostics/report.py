@@ -240,7 +240,8 @@ figure {{ margin: 2em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #444
 probe batch of {probe['batch']} sequences, {probe['steps']} steps, measured through the step-by-step reference path
 on the model's own weights (eval mode). Verdict thresholds: the gradient of the last step's loss falling more than
 100-fold across the probe window is <i>vanishing</i>, growing more than 100-fold <i>exploding</i>.</p>
-<table><tr><th>layer</th><th>verdict</th><th>why</th><th>gradient reaching the layer</th><th>sigma_max(W_hh)</th><th>rho(W_hh)</th>
+<table><tr><th>layer</th><th>verdict</th><th>why</th><th>gradient reaching the layer</th><th>sigma_max(W_hh)</th>
+<th>rho(W_hh)</th>
 <th>saturated</th></tr>{''.join(rows)}</table>
 {gate_table}
 {''.join(figures)}
