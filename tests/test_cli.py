@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,7 +119,8 @@ def test_presets_lists_one_line_each(capsys):
     assert names == sorted(names) and len(names) == len(set(names))
     assert {"ptb-small", "ptb-medium", "ptb-large", "adding-rnn", "adding-lstm", "copy-lstm"} <= set(names)
     assert all(len(line.split(None, 1)) == 2 for line in lines), "every preset has a description"
-    assert all("Zaremba" in line for line in lines if line.startswith("ptb-"))
+    # every PTB preset names its source: the paper it follows, or the experiment that chose it
+    assert all(re.search(r"\b(19|20)\d\d\b|experiments/\w+\.py", line) for line in lines if line.startswith("ptb-"))
 
 
 def _bad_inputs(corpus, tmp):
