@@ -1,7 +1,8 @@
 """Quality per CPU-minute: rnnlab's ptb-cpu30 preset against PyTorch's word_language_model example.
 
-Both train on Penn Treebank for the same wall-clock budget (default 30 minutes) on this machine, one
-after the other in this process, with the same number of torch threads. The example runs in its default
+Both train on Penn Treebank for the same wall-clock budget (default 30 minutes) on this machine: one
+after the other with the machine's threads, or with ``--together`` at the same time, one thread each
+(then whatever else the machine does hits both alike). The example runs in its default
 configuration (2x200 LSTM, embedding 200, dropout 0.2, untied, SGD lr 20 divided by 4 when an epoch's
 validation loss does not improve, clip 0.25, bptt 35, batch 20, loss averaged over tokens, its own
 initialisation), written out below as its main.py does it. rnnlab trains the ``ptb-cpu30`` preset with
@@ -9,9 +10,10 @@ initialisation), written out below as its main.py does it. rnnlab trains the ``p
 budget stops it mid-epoch; each is tested with its best validated weights.
 
     python experiments/ptb_cpu30.py runs/cpu30                 # about an hour: 30 + 30 minutes
+    python experiments/ptb_cpu30.py runs/cpu30 --together      # both at once, one thread each: 30 minutes
     python experiments/ptb_cpu30.py runs/cpu30 --minutes 5     # a quick look
 
-Prints a markdown table and writes OUT/summary.json, OUT/example/metrics.jsonl (the example's records in
+Prints a markdown table and writes OUT/summary-<side>.json, OUT/example/metrics.jsonl (the example's records in
 rnnlab's format, so `rnnlab plot` draws both: OUT/curves.png) and the rnnlab run in OUT/rnnlab.
 """
 
@@ -21,6 +23,8 @@ import argparse
 import copy
 import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +37,8 @@ from rnnlab.data import batchify, load_corpus
 from rnnlab.plots import plot_runs
 from rnnlab.training.metrics import read_metrics
 from rnnlab.training.trainer import Trainer
+
+SIDES = ("example", "rnnlab")
 
 
 class ExampleModel(nn.Module):
@@ -141,30 +147,50 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("example", "rnnlab"), help="run one side (the other's summary is kept)")
+    parser.add_argument("--only", choices=SIDES, help="run one side (the other's summary is kept)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--together", action="store_true",
+                        help="run both sides at once, one thread each, so the machine's load hits both alike")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    summary_file = args.out / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
-    summary.update({"minutes": args.minutes, "threads": torch.get_num_threads(), "torch": torch.__version__})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.minutes:g} minutes each", flush=True)
-    if args.only != "rnnlab":
-        summary["example"] = train_example(load_corpus(load_config("ptb-cpu30").data), args.minutes, args.out,
-                                           args.seed)
-        summary_file.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    if args.only != "example":
-        summary["rnnlab"] = train_rnnlab(args.minutes, args.out, args.seed)
-        summary_file.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    if all((args.out / side / "metrics.jsonl").is_file() for side in ("example", "rnnlab")):
-        plot_runs([str(args.out / "example"), str(args.out / "rnnlab")], str(args.out / "curves.png"),
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.together:
+        command = [sys.executable, __file__, str(args.out), f"--minutes={args.minutes}", f"--seed={args.seed}",
+                   "--threads=1"]
+        children = [subprocess.Popen([*command, f"--only={side}"]) for side in SIDES]
+        if any(child.wait() for child in children):
+            raise SystemExit("a side failed; see its output above")
+    else:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.minutes:g} minutes",
+              flush=True)
+        for side in SIDES if args.only is None else (args.only,):
+            summary = {"minutes": args.minutes, "threads": torch.get_num_threads(), "torch": torch.__version__}
+            if side == "example":
+                summary.update(train_example(load_corpus(load_config("ptb-cpu30").data), args.minutes, args.out,
+                                             args.seed))
+            else:
+                summary.update(train_rnnlab(args.minutes, args.out, args.seed))
+            (args.out / f"summary-{side}.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n",
+                                                           encoding="utf-8")
+        if args.only is not None:
+            return
+    report(args.out)
+
+
+def report(out: Path) -> None:
+    summary = {side: json.loads((out / f"summary-{side}.json").read_text(encoding="utf-8"))
+               for side in SIDES if (out / f"summary-{side}.json").is_file()}
+    if len(summary) == len(SIDES):
+        plot_runs([str(out / side) for side in SIDES], str(out / "curves.png"),
                   ["word_language_model example", "rnnlab ptb-cpu30"])
-    print(f"\n| {args.minutes:g} minutes on PTB | epochs | best validation perplexity | test perplexity |")
-    print("|---|---|---|---|")
-    for side in ("example", "rnnlab"):
-        if side in summary:
-            s = summary[side]
-            print(f"| {side} | {s['epochs']} ({s['steps']} steps) | {s['best_valid_ppl']:.2f} | {s['test_ppl']:.2f} |")
-    if "example" in summary and "rnnlab" in summary:
+    print("\n| PTB, same wall-clock budget | minutes | torch threads | epochs (steps) | best validation perplexity "
+          "| test perplexity |")
+    print("|---|---|---|---|---|---|")
+    for side, s in summary.items():
+        print(f"| {side} | {s['minutes']:g} | {s['threads']} | {s['epochs']} ({s['steps']}) | "
+              f"{s['best_valid_ppl']:.2f} | {s['test_ppl']:.2f} |")
+    if len(summary) == len(SIDES):
         gain = 1 - summary["rnnlab"]["best_valid_ppl"] / summary["example"]["best_valid_ppl"]
         print(f"\nrnnlab's best validation perplexity is {gain:.1%} below the example's (goal: at least 15%)")
 
