@@ -1,7 +1,8 @@
 """Correctness on CUDA: the recurrent stack and its dropout paths give on the GPU what they give on the CPU.
 
 For every cell and every recurrent-dropout path (none, variational on the fused kernel, weight-drop,
-per-sequence and naive step by step), the same weights, inputs and masks run on the CPU and on CUDA
+per-sequence and naive step by step), residual and dense skip connections and dilated layers (folded
+into the batch on the fused kernel, or step by step), the same weights, inputs and masks run on the CPU and on CUDA
 (cuDNN); outputs, final states and every parameter's gradient must agree (float32 tolerances, TF32 off).
 
     python bench/cuda_check.py                # exits 1 and names the failing case on a mismatch
@@ -44,7 +45,11 @@ def main() -> int:
                              ("weight_drop", {"weight_drop": 0.4}),
                              ("per_sequence", {"recurrent_dropout": 0.4,
                                                "recurrent_dropout_kind": "variational_per_sequence"}),
-                             ("naive", {"recurrent_dropout": 0.4, "recurrent_dropout_kind": "naive"})):
+                             ("naive", {"recurrent_dropout": 0.4, "recurrent_dropout_kind": "naive"}),
+                             ("residual", {"skip": "residual"}), ("dense", {"skip": "dense"}),
+                             ("dilated 3, 2", {"dilations": (3, 2), "recurrent_dropout": 0.4}),
+                             ("dilated, per_sequence", {"dilations": (2, 5), "recurrent_dropout": 0.4,
+                                                        "recurrent_dropout_kind": "variational_per_sequence"})):
             torch.manual_seed(0)
             cpu = RecurrentStack(cell, I, H, L, **kwargs)
             gpu = copy.deepcopy(cpu).to(device)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU should show, in one short run (about 13 minutes on an H100/H200):
 #   1. CUDA correctness of the stack and every dropout path against the CPU (bench/cuda_check.py);
-#   2. the dropout speed benchmark on the GPU (ratios to no dropout);
+#   2. the dropout and skip-connection speed benchmarks on the GPU (ratios to no dropout / the plain stack);
 #   3. ptb-medium-variational for 10 minutes (Gal & Ghahramani 2016; paper: test 79.7), then eval on test.
 # Usage: bash bench/gpu.sh [OUT_DIR]     (prints everything; the run lands in OUT_DIR/ptb-medium-variational)
 set -euo pipefail
@@ -12,6 +12,7 @@ py=${PYTHON:-python}
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 $py bench/cuda_check.py
 (cd bench && $py dropout_speed.py --device cuda --steps 40 --rounds 2)
+(cd bench && $py skip_speed.py --device cuda --shape ptb-medium --steps 40 --rounds 2)
 $py -m rnnlab train --preset ptb-medium-variational --run-dir "$out/ptb-medium-variational" --quiet \
   --set train.device=cuda --set train.max_minutes=10
 $py -m rnnlab eval --checkpoint "$out/ptb-medium-variational" --split test --device cuda
