@@ -209,3 +209,20 @@ def test_residual_connections_keep_the_gradient_up_at_the_bottom_of_a_deep_stack
         depth[skip] = [entry["depth_norm"] for entry in flow]
     assert depth["none"][0] < 0.1 * depth["none"][-1]  # a plain stack loses it on the way down
     assert depth["residual"][0] > 0.5 * depth["residual"][-1]
+
+
+def test_a_dilated_layer_is_judged_on_the_distances_its_recurrence_reaches():
+    """h_t of a layer with dilation d reaches h_(t-k) through its own recurrence only when d divides k
+    (elsewhere the gradient can be exactly 0): the ratio and the fit use those distances only."""
+    torch.manual_seed(0)
+    config = ModelConfig(cell="lstm", num_layers=2, hidden_size=8, embedding_dim=4, dilations=(1, 3),
+                         forget_bias=3.0)
+    model = RNNLanguageModel.from_config(config, 9)
+    flow = gradient_flow(run_probe(model, torch.randint(9, (11, 4)), torch.randint(9, (11, 4))))
+    top = flow[1]
+    assert top["span"] == 9 and flow[0]["span"] == 10
+    assert 0.0 in top["last_step"]  # unreachable distances exist ...
+    assert top["ratio"] == pytest.approx(top["last_step"][9] / top["last_step"][0]) and top["ratio"] > 0
+    diagnosis = diagnose(model, torch.randint(9, (11, 4)), torch.randint(9, (11, 4)))
+    assert "falls to 0" not in diagnosis["layers"][1]["verdict"]["reason"]  # ... and do not make it "vanishing"
+    assert "over 9 steps" in diagnosis["layers"][1]["verdict"]["reason"]

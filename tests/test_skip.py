@@ -89,14 +89,13 @@ def test_a_dilated_layer_is_the_plain_layer_on_each_interleaved_subsequence(cell
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_dilation_one_is_bitwise_the_plain_layer(cell):
-    torch.manual_seed(0)
-    plain = RecurrentStack(cell, I, H, 2)
-    torch.manual_seed(0)
-    dilated = RecurrentStack(cell, I, H, 2, dilations=[1, 1])
+def test_dilations_of_one_are_bitwise_torchs_multilayer_module(cell):
+    stack = RecurrentStack(cell, I, H, 2, dilations=[1, 1])
+    reference = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, lambda i, h, n: nn.RNN(i, h, n, nonlinearity=cell[4:]))(
+        I, H, 2)
+    reference.load_state_dict(stack.multilayer_state_dict())
     x = torch.randn(T, B, I)
-    a, state_a = plain(x)
-    b, state_b = dilated(x)
+    (a, state_a), (b, state_b) = stack(x), reference(x)
     assert torch.equal(a, b) and all(torch.equal(p, q) for p, q in zip(_parts(state_a), _parts(state_b)))
 
 
@@ -136,13 +135,21 @@ def test_fused_and_reference_paths_agree_for_every_skip_and_dilation(cell, skip)
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_dilated_layer_with_per_sequence_masks_runs_step_by_step_like_the_fused_variational_one(cell):
+    """Two windows with the state carried: the step-by-step path (a (B, H) mask) equals the fused one
+    (the same mask for every sequence, as masked W_hh columns), outputs and final states."""
     stack = RecurrentStack(cell, I, H, 2, dilations=[2, 3], recurrent_dropout=0.5,
                            recurrent_dropout_kind="variational_per_sequence").train()
     masks = [torch.bernoulli(torch.full((H,), 0.5)) * 2 for _ in range(2)]
-    x = torch.randn(T, B, I)
-    shared, _ = stack(x, noise=StackNoise(masks, [None, None]))  # (H,): masked W_hh on the fused kernel
-    per_sequence, _ = stack(x, noise=StackNoise([m.expand(B, H) for m in masks], [None, None]))  # step by step
-    assert_close(per_sequence, shared)
+    x = torch.randn(T + 4, B, I)
+    fused_state = stepwise_state = None
+    for window in (x[:T], x[T:]):  # 7 and 4 steps: neither a multiple of 2 or 3
+        shared, fused_state = stack(window, fused_state, StackNoise(masks, [None, None]))
+        per_sequence, stepwise_state = stack(window, stepwise_state,
+                                             StackNoise([m.expand(B, H) for m in masks], [None, None]))
+        assert_close(per_sequence, shared)
+        for ours, theirs in zip(_parts(stepwise_state), _parts(fused_state)):
+            assert ours.shape == (2 + 3, B, H)
+            assert_close(ours, theirs)
 
 
 def test_skip_and_dilations_are_checked():

@@ -23,7 +23,7 @@ from rnnlab.diagnostics.measures import (
     verdict,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: layer_sizes, skip, dilations, depth_norm, span
 
 __all__ = [
     "SCHEMA_VERSION",

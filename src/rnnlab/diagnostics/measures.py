@@ -73,21 +73,26 @@ def _rms_norms(grads: list[torch.Tensor | None], like: list[torch.Tensor]) -> li
     return out
 
 
-def _fit(norms_by_distance: list[float]) -> dict[str, float | None]:
-    """log-gain per step (least-squares slope of log-norm on distance) and the end-to-start ratio.
+def _fit(norms_by_distance: list[float], stride: int = 1) -> dict[str, Any]:
+    """log-gain per step (least-squares slope of log-norm on distance) and the end-to-start ratio over
+    ``span`` steps.
 
+    Only distances that are multiples of ``stride`` count: in a layer with dilation d, h_t reaches
+    h_(t-k) through its own recurrence only when d divides k (elsewhere the gradient may be exactly 0).
     A norm that underflowed to 0 or overflowed to inf is left out of the slope; the ratio keeps it
     (0: vanished, inf: exploded); the ratio is None when the gradient at distance 0 is zero or not finite."""
-    points = [(d, math.log(v)) for d, v in enumerate(norms_by_distance) if v > 0 and math.isfinite(v)]
-    first, last = norms_by_distance[0], norms_by_distance[-1]
+    span = stride * ((len(norms_by_distance) - 1) // stride)
+    points = [(d, math.log(v)) for d, v in enumerate(norms_by_distance)
+              if d % stride == 0 and v > 0 and math.isfinite(v)]
+    first, last = norms_by_distance[0], norms_by_distance[span]
     ratio = last / first if first > 0 and math.isfinite(first) and not math.isnan(last) else None
     if len(points) < 2:
-        return {"log_gain_per_step": None, "gain_per_step": None, "ratio": ratio}
+        return {"log_gain_per_step": None, "gain_per_step": None, "ratio": ratio, "span": span}
     mean_d = sum(d for d, _ in points) / len(points)
     mean_y = sum(y for _, y in points) / len(points)
     var = sum((d - mean_d) ** 2 for d, _ in points)
     slope = sum((d - mean_d) * (y - mean_y) for d, y in points) / var
-    return {"log_gain_per_step": slope, "gain_per_step": math.exp(slope), "ratio": ratio}
+    return {"log_gain_per_step": slope, "gain_per_step": math.exp(slope), "ratio": ratio, "span": span}
 
 
 def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
@@ -101,8 +106,10 @@ def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
     last = torch.autograd.grad(probe.costs[-1], targets, retain_graph=True, allow_unused=True)
     total = torch.autograd.grad(probe.costs.sum(), targets, retain_graph=True, allow_unused=True)
     n, layers = probe.steps, len(probe.trace.hidden)
+    dilations = getattr(probe.rnn, "dilations", (1,) * layers)
     results = []
     for layer in range(layers):
+        stride = dilations[layer]
         span = slice(layer * n, (layer + 1) * n)
         by_time_last = _rms_norms(list(last[span]), hidden[span])
         by_time_total = _rms_norms(list(total[span]), hidden[span])
@@ -110,16 +117,16 @@ def gradient_flow(probe: Probe) -> list[dict[str, Any]]:
             "distance": list(range(n)),
             "last_step": by_time_last[::-1],
             "all_steps": by_time_total[::-1],
-            **_fit(by_time_last[::-1]),
-            "all_steps_summary": _fit(by_time_total[::-1]),
+            **_fit(by_time_last[::-1], stride),
+            "all_steps_summary": _fit(by_time_total[::-1], stride),
             # through depth: what reaches this layer's outputs from every cost, over the whole window
-            "depth_norm": math.sqrt(sum(v * v for v in by_time_total)),
+            "depth_norm": math.hypot(*by_time_total),
         }
         if cells:
             offset = len(hidden)
             cell_span = slice(offset + layer * n, offset + (layer + 1) * n)
             entry["cell_last_step"] = _rms_norms(list(last[cell_span]), cells[layer * n : (layer + 1) * n])[::-1]
-            entry["cell_summary"] = _fit(entry["cell_last_step"])
+            entry["cell_summary"] = _fit(entry["cell_last_step"], stride)
         results.append(entry)
     return results
 
@@ -134,8 +141,8 @@ def _activation_derivative(cell: str, z: torch.Tensor) -> torch.Tensor:
 
 
 def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2**25) -> list[dict[str, Any]]:
-    """Exact ||d state_t / d state_{t-1}||_2 (largest singular value) at every step, for the first
-    ``max_sequences`` sequences, with the layer's input x_t held fixed. The state is h for vanilla
+    """Exact ||d state_t / d state_{t-1}||_2 (largest singular value; state_{t-d} in a layer with dilation
+    d) at every step, for the first ``max_sequences`` sequences, with the layer's input x_t held fixed. The state is h for vanilla
     cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the
     document's bound max|f'(z_t)| * sigma_max(W_hh) is given next to it (it does not apply to gates)."""
     step = step_function(probe.cell)
@@ -269,7 +276,8 @@ def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any],
     if ratio is None:
         return {"verdict": "undetermined", "numbers": numbers,
                 "reason": "the gradient of the last step's loss is zero or not finite at the last step"}
-    span = f"over {steps - 1} steps" + (f" (x{gain:.3g} per step)" if gain is not None else "")
+    over = flow.get("span", steps - 1)  # a dilated layer's recurrence reaches multiples of its dilation
+    span = f"over {over} steps" + (f" (x{gain:.3g} per step)" if gain is not None else "")
     if ratio == 0:
         kind, reason = "vanishing", f"||dcost_n/dh_t|| falls to 0 (below float range) {span}"
     elif ratio < VANISHING_RATIO:

@@ -24,7 +24,8 @@ EXPLANATIONS = {
         "plain deep stack; residual or dense skip connections keep it up."),
     "jacobian.png": (
         "The Jacobian chain. The exact largest singular value of d h_t / d h_{t-1} at each step (for an LSTM, of the "
-        "Jacobian of (h_t, c_t) with respect to (h_{t-1}, c_{t-1})), next to the document's bound "
+        "Jacobian of (h_t, c_t) with respect to (h_{t-1}, c_{t-1}); in a dilated layer with respect to the state d "
+        "steps back), next to the document's bound "
         "max|f'(z_t)| * sigma_max(W_hh) for vanilla cells. Values below 1 shrink the gradient at that step, above 1 "
         "grow it."),
     "spectrum.png": (
@@ -258,7 +259,7 @@ def _layers_text(diagnosis: dict[str, Any]) -> str:
 
 
 def _number(value: float | None) -> str:
-    return "overflow" if value is None else f"{value:.4g}"
+    return "overflow" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 def _skip_text(diagnosis: dict[str, Any]) -> str:

@@ -49,7 +49,8 @@ def split_state(state: State | None, layer_sizes: Sequence[int], rows: Sequence[
 
     def layer(part: torch.Tensor, k: int) -> torch.Tensor:
         block = part[starts[k] : starts[k] + rows[k]]
-        return block if layer_sizes[k] == width else block[:, :, : layer_sizes[k]]
+        # a narrower layer's columns are a strided view; cuDNN takes contiguous states only
+        return block if layer_sizes[k] == width else block[:, :, : layer_sizes[k]].contiguous()
 
     if isinstance(state, tuple):
         h, c = state

@@ -72,6 +72,10 @@ class RecurrentStack(nn.Module):
 
     ``hidden_size`` is every layer's size, or a sequence of ``num_layers`` sizes, bottom to top; the
     attribute ``hidden_size`` is then the last layer's (the stack's output size), ``layer_sizes`` all.
+    ``skip``: ``residual`` adds each layer's input to its output (a learned projection where sizes
+    differ; the shortcut bypasses the between-layer dropout), ``dense`` feeds the stack's input to every
+    layer next to the layer below and projects all layers' outputs to the last layer's size (Graves
+    2013). ``dilations``: layer k links h_t to h_(t - d_k) (Chang et al. 2017; see ``run_dilated``).
     ``dropout`` acts between stacked layers: ``dropout_kind = "standard"`` is torch.nn's ``dropout``
     argument, drawn the same way (Zaremba et al. 2014); ``"variational"`` keeps one mask per sequence
     for every step. ``recurrent_dropout`` masks h_{t-1} where it enters W_hh (``recurrent_dropout_kind``:
@@ -209,7 +213,11 @@ class RecurrentStack(nn.Module):
         return LayerWeights(*(get(name) for name in WEIGHT_NAMES))
 
     def multilayer_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights under torch.nn's multi-layer names: ``nn.LSTM(I, H, L).load_state_dict(...)`` takes it."""
+        """The weights under torch.nn's multi-layer names: ``nn.LSTM(I, H, L).load_state_dict(...)`` takes it.
+        Only a plain stack has such a twin (no skip connections, dilations or layers of different sizes)."""
+        if self.skip != "none" or set(self.dilations) != {1} or len(set(self.layer_sizes)) != 1:
+            raise ValueError("only a plain stack (skip none, dilations 1, one layer size) is a torch.nn "
+                             "multi-layer module")
         return {f"{name}_l{k}": weight for k in range(self.num_layers)
                 for name, weight in zip(WEIGHT_NAMES, self.layer_weights(k)) if weight is not None}
 
