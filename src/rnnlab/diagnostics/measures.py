@@ -142,8 +142,8 @@ def _activation_derivative(cell: str, z: torch.Tensor) -> torch.Tensor:
 
 def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2**25) -> list[dict[str, Any]]:
     """Exact ||d state_t / d state_{t-1}||_2 (largest singular value; state_{t-d} in a layer with dilation
-    d) at every step, for the first ``max_sequences`` sequences, with the layer's input x_t held fixed. The state is h for vanilla
-    cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the
+    d) at every step, for the first ``max_sequences`` sequences, with the layer's input x_t held fixed.
+    The state is h for vanilla cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the
     document's bound max|f'(z_t)| * sigma_max(W_hh) is given next to it (it does not apply to gates)."""
     step = step_function(probe.cell)
     lstm = probe.cell == "lstm"
