@@ -5,7 +5,7 @@ clip 1) with skip = none, residual and dense, the same seed, data and number of 
 gradient of the summed loss reaching every layer at initialisation (``rnnlab diagnose``'s
 depth_norm, on a probe of validation text), and the validation perplexity during training.
 
-    python experiments/deep_stack.py runs/deep                  # 3,000 steps each (about 2.3 epochs)
+    python experiments/deep_stack.py runs/deep                  # 1,500 steps each (about 1.1 epochs)
     python experiments/deep_stack.py OUT --steps 6000 --layers 8
 
 Prints a markdown table and writes OUT/curves.png (`rnnlab plot`'s panels) and OUT/<skip>/.
@@ -44,7 +44,7 @@ def depth_at_init(config) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
@@ -59,7 +59,7 @@ def main() -> None:
         depth = depth_at_init(config)
         if not (run_dir / "latest.pt").is_file():
             Trainer(config, run_dir).fit()
-        elif load_checkpoint(run_dir / "latest.pt")["progress"]["step"] < args.steps:
+        elif load_checkpoint(run_dir / "latest.pt")["progress"]["step"] < args.steps:  # a longer budget continues
             Trainer(config, run_dir, resume=True).fit()
         valid = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "valid"]
         best = min(valid, key=lambda r: r["loss"])
