@@ -15,14 +15,11 @@ Every run is `rnnlab train --preset adding-dilated-rnn` with the overrides print
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 
+from seeded import run_variants
+
 from rnnlab.config import load_config
-from rnnlab.plots import plot_runs
-from rnnlab.training.metrics import read_metrics
-from rnnlab.training.trainer import Trainer
 
 
 def main() -> None:
@@ -35,33 +32,10 @@ def main() -> None:
     args = parser.parse_args()
 
     dilations = load_config("adding-dilated-rnn").model.dilations
-    variants = {"plain": [f"model.dilations={[1] * len(dilations)}"], f"dilated {list(dilations)}": []}
     common = [f"task.name={args.task}", f"task.length={args.length}", f"train.epochs={args.epochs}"]
     print(f"preset adding-dilated-rnn, overrides: {' '.join(common)}")
-    results: dict[str, list[dict]] = {name: [] for name in variants}
-    for seed in args.seeds:
-        runs = []
-        for name, extra in variants.items():
-            run_dir = args.out / f"{name.split()[0]}-seed{seed}"
-            if not (run_dir / "best.pt").is_file():
-                Trainer(load_config("adding-dilated-rnn", overrides=[*common, f"train.seed={seed}", *extra]),
-                        run_dir).fit()
-            test = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "test"][-1]
-            results[name].append(test)
-            runs.append(run_dir)
-            shown = {k: v for k, v in test.items() if k not in ("event", "split")}
-            print(f"seed {seed} {name:<16} {json.dumps(shown)}", flush=True)
-        plot_runs([str(r) for r in runs], str(args.out / f"seed{seed}.png"), list(variants))
-
-    metric = next(k[len("baseline_"):] for k in results["plain"][0] if k.startswith("baseline_"))
-    baseline = results["plain"][0][f"baseline_{metric}"]
-    print(f"\n| {args.task}, T = {args.length} | test {metric} per seed ({', '.join(map(str, args.seeds))}) "
-          f"| median | not learned |")
-    print("|---|---|---|---|")
-    for name, tests in results.items():
-        values = [t[metric] for t in tests]
-        print(f"| {name} | {', '.join(f'{v:.4f}' for v in values)} | {statistics.median(values):.4f} | "
-              f"{baseline:.4f} |")
+    variants = {"plain": [*common, f"model.dilations={[1] * len(dilations)}"], f"dilated {list(dilations)}": common}
+    run_variants(args.out, "adding-dilated-rnn", variants, args.seeds, f"{args.task}, T = {args.length}")
 
 
 if __name__ == "__main__":

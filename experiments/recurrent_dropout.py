@@ -15,14 +15,9 @@ Every run is `rnnlab train --preset {task}-lstm` with the overrides printed abov
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 
-from rnnlab.config import load_config
-from rnnlab.plots import plot_runs
-from rnnlab.training.metrics import read_metrics
-from rnnlab.training.trainer import Trainer
+from seeded import run_variants
 
 VARIANTS = {
     "none": [],
@@ -45,30 +40,8 @@ def main() -> None:
 
     common = [f"task.length={args.length}", f"model.hidden_size={args.hidden}", f"train.epochs={args.epochs}"]
     print(f"preset {PRESETS[args.task]}, overrides: {' '.join(common)}; recurrent dropout p = {args.p}")
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-    for seed in args.seeds:
-        runs = []
-        for name, extra in VARIANTS.items():
-            overrides = [*common, f"train.seed={seed}", *(e.format(p=args.p) for e in extra)]
-            run_dir = args.out / f"{name}-seed{seed}"
-            if not (run_dir / "best.pt").is_file():
-                Trainer(load_config(PRESETS[args.task], overrides=overrides), run_dir).fit()
-            test = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "test"][-1]
-            results[name].append(test)
-            runs.append(run_dir)
-            shown = {k: v for k, v in test.items() if k not in ("event", "split")}
-            print(f"seed {seed} {name:<12} {json.dumps(shown)}", flush=True)
-        plot_runs([str(r) for r in runs], str(args.out / f"seed{seed}.png"), list(VARIANTS))
-
-    metric = next(k[len("baseline_"):] for k in results["none"][0] if k.startswith("baseline_"))
-    baseline = results["none"][0][f"baseline_{metric}"]
-    print(f"\n| recurrent dropout (p = {args.p}) | test {metric} per seed ({', '.join(map(str, args.seeds))}) "
-          f"| median | not learned |")
-    print("|---|---|---|---|")
-    for name, tests in results.items():
-        values = [t[metric] for t in tests]
-        print(f"| {name} | {', '.join(f'{v:.4f}' for v in values)} | {statistics.median(values):.4f} | "
-              f"{baseline:.4f} |")
+    variants = {name: [*common, *(e.format(p=args.p) for e in extra)] for name, extra in VARIANTS.items()}
+    run_variants(args.out, PRESETS[args.task], variants, args.seeds, f"recurrent dropout (p = {args.p})")
 
 
 if __name__ == "__main__":
