@@ -1,5 +1,5 @@
 # Entry points for a fresh clone; each builds .venv on first use.
-#   make demo    the gradient problem and its fixes, measured (about 95 s on 2 CPU cores)
+#   make demo    the gradient problem and its fixes, measured (about 90 s on 2 CPU cores)
 #   make test    runs the test suite
 #   make train   trains the ptb-small preset on the vendored Penn Treebank (ARGS="..." passes options)
 #   make bench   the training-throughput benchmark against the plain PyTorch loop

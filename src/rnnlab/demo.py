@@ -35,7 +35,7 @@ from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
 from rnnlab.diagnostics import diagnose, gradient_flow, run_probe
-from rnnlab.diagnostics.report import finite_or_null, pyplot, save_figure, write_report
+from rnnlab.diagnostics.report import finite_or_null, positive_or_gap, pyplot, save_figure, write_report
 from rnnlab.generation import generate
 from rnnlab.io import atomic_write_text
 from rnnlab.models.sequence_model import SequenceModel
@@ -223,12 +223,13 @@ def _plot_skip(depth: list[dict[str, Any]], time: list[dict[str, Any]], path: Pa
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for row in depth:
-        left.semilogy(range(len(row["depth_norm"])), _positive(row["depth_norm"]), "o-", label=f"skip: {row['skip']}")
+        left.semilogy(range(len(row["depth_norm"])), positive_or_gap(row["depth_norm"]), "o-",
+                      label=f"skip: {row['skip']}")
     left.set_xlabel("layer (0 = bottom)")
     left.set_ylabel("||d cost / d h^l|| (all steps)")
     left.set_title("Through depth: the gradient reaching each layer")
     for row in time:
-        right.semilogy(range(len(row["by_distance"])), _positive(row["by_distance"]),
+        right.semilogy(range(len(row["by_distance"])), positive_or_gap(row["by_distance"]),
                        label=f"dilations {row['dilations']}")
     right.set_xlabel("distance n - t (steps back from the last)")
     right.set_ylabel("||d cost_n / d x_t||")
@@ -237,10 +238,6 @@ def _plot_skip(depth: list[dict[str, Any]], time: list[dict[str, Any]], path: Pa
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     save_figure(fig, path)
-
-
-def _positive(values: list[float]) -> list[float]:
-    return [v if v > 0 else float("nan") for v in values]
 
 
 def _plot_masks(masks: dict[str, torch.Tensor], settings: DemoSettings, path: Path) -> None:
@@ -285,7 +282,7 @@ def _plot_gradients(result: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for row in result["gradient"]:
-        norms = [v if v > 0 else float("nan") for v in row["last_step"]]
+        norms = positive_or_gap(row["last_step"])
         ax.semilogy(range(len(norms)), norms, label=f"{row['label']}: {row['verdict']}")
     ax.set_xlabel("distance n - t (steps back from the last)")
     ax.set_ylabel("||d cost_n / d h_t||")

@@ -91,11 +91,12 @@ def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
     fig, (ax, depth_ax) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [7, 4]})
     for entry in diagnosis["layers"]:
         flow = entry["gradient_flow"]
-        line = ax.semilogy(flow["distance"], _positive(flow["last_step"]), label=f"layer {entry['layer']}: cost_n")[0]
-        ax.semilogy(flow["distance"], _positive(flow["all_steps"]), "--", color=line.get_color(), alpha=0.6,
+        line = ax.semilogy(flow["distance"], positive_or_gap(flow["last_step"]),
+                           label=f"layer {entry['layer']}: cost_n")[0]
+        ax.semilogy(flow["distance"], positive_or_gap(flow["all_steps"]), "--", color=line.get_color(), alpha=0.6,
                     label=f"layer {entry['layer']}: sum of costs")
         if "cell_last_step" in flow:
-            ax.semilogy(flow["distance"], _positive(flow["cell_last_step"]), ":", color=line.get_color(),
+            ax.semilogy(flow["distance"], positive_or_gap(flow["cell_last_step"]), ":", color=line.get_color(),
                         label=f"layer {entry['layer']}: via c_t")
     ax.set_xlabel("distance n - t (steps back from the last)")
     ax.set_ylabel("||d cost / d h_t|| (per sequence)")
@@ -103,7 +104,7 @@ def plot_gradient_flow(diagnosis: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     layers = [entry["layer"] for entry in diagnosis["layers"]]
-    depth_ax.bar(layers, _positive([entry["gradient_flow"]["depth_norm"] for entry in diagnosis["layers"]]),
+    depth_ax.bar(layers, positive_or_gap([entry["gradient_flow"]["depth_norm"] for entry in diagnosis["layers"]]),
                  color=[f"C{i % 10}" for i in range(len(layers))])
     depth_ax.set_yscale("log")
     depth_ax.set_xticks(layers)
@@ -190,7 +191,7 @@ def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _positive(values: list[float]) -> list[float]:
+def positive_or_gap(values: list[float]) -> list[float]:
     """Log axes cannot show 0: draw it as a gap."""
     return [v if v > 0 else float("nan") for v in values]
 
