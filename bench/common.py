@@ -98,7 +98,9 @@ def compare_variants(shape: str, variants: dict[str, list[str]], steps: int, rou
             corpus = load_corpus(config.data)
             columns = batchify(corpus.splits["train"], config.train.batch_size).to(device)
         torch.manual_seed(config.train.seed)
-        model = RNNLanguageModel.from_config(config.model, len(corpus.vocab), config.regularization)
+        model = RNNLanguageModel.from_config(config.model, len(corpus.vocab), config.regularization,
+                                             output_settings=config.output, counts=corpus.vocab.counts,
+                                             device_type=device.type)
         if first is None:
             first = (name, config, model.state_dict())
         else:

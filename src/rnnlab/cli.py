@@ -358,8 +358,10 @@ class ProgressBar:
             return
         if record["event"] == "train":
             ppl = f" ppl {record['ppl']:.1f}" if "ppl" in record else ""
+            # The exact loss, or a sampled / NCE one under its own name (it is no perplexity).
+            name = next(key for key in ("loss", "sampled_loss", "nce_loss") if key in record)
             self.bar.set_postfix_str(
-                f"ep {record['epoch']} loss {record['loss']:.4g}{ppl} lr {record['lr']:.3g} "
+                f"ep {record['epoch']} {name.replace('_', ' ')} {record[name]:.4g}{ppl} lr {record['lr']:.3g} "
                 f"gnorm {record['grad_norm']:.3g} {record['tokens_per_s']:.0f} tok/s", refresh=False)
         elif record["event"] == "eval":
             self.bar.set_description_str("")

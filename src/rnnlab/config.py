@@ -35,6 +35,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_PRESET = "ptb-small"
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 SKIP_KINDS = ("none", "residual", "dense")
+OUTPUT_KINDS = ("softmax", "sampled", "nce", "adaptive", "auto")
 CONFIG_VERSION = 3
 
 
@@ -94,7 +95,12 @@ class ModelConfig:
     init_range: float = setting(0.1, "half-width a of the uniform init", low=0.0, low_open=True)
     forget_bias: float | None = setting(None, "LSTM forget-gate bias (b_ih + b_hh) after init; none "
                                         "keeps the init")
-    output: str = setting("softmax", "output layer", choices=("softmax",))
+    output: str = setting(
+        "softmax", "output layer: softmax (the full softmax), sampled (a sampled softmax, Jean et al. 2015), nce "
+        "(noise-contrastive estimation, Mnih & Teh 2012), adaptive (adaptive softmax, Grave et al. 2017) or auto "
+        "(softmax below the vocabulary size where sampling pays on the device, sampled above; docs/RESULTS.md). "
+        "Settings in [output]. Evaluation is always exact: every perplexity compares with every other",
+        choices=OUTPUT_KINDS)
     skip: str = setting(
         "none", "connections that skip layers: none, residual (each layer's input added to its output, through a "
         "learned projection where sizes differ) or dense (the stack's input reaches every layer, every layer's "
@@ -118,6 +124,9 @@ class ModelConfig:
                               f"{self.embedding_dim} to tie a wider stack")
         if self.forget_bias is not None and self.cell != "lstm":
             raise ConfigError(f"model.forget_bias applies to the lstm cell only, not {self.cell!r}")
+        if self.output == "adaptive" and self.tie_weights:
+            raise ConfigError("model.output = adaptive has no (V, H) output matrix to share with the embedding; set "
+                              "model.tie_weights = false, or use softmax, sampled or nce")
         if self.dilations and len(self.dilations) != self.num_layers:
             raise ConfigError(f"model.dilations needs one entry per layer ({self.num_layers}), got "
                               f"{list(self.dilations)}")
@@ -126,6 +135,29 @@ class ModelConfig:
     def layer_sizes(self) -> tuple[int, ...]:
         """Units of each recurrent layer, bottom to top."""
         return (self.hidden_size,) * (self.num_layers - 1) + (self.last_layer_size or self.hidden_size,)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    num_samples: int = setting(1024, "sampled / nce: candidates (noise ids) drawn per training step, shared by the "
+                               "batch", low=1)
+    sampler: str = setting(
+        "default", "sampled / nce: the proposal the candidates come from: log_uniform (Zipfian over the "
+        "frequency-sorted ids, TensorFlow's default), unigram (training counts ^ unigram_power) or default "
+        "(log_uniform for sampled, unigram for nce)", choices=("default", "log_uniform", "unigram"))
+    unigram_power: float = setting(0.75, "unigram sampler: the power the training counts are raised to", low=0.0)
+    replacement: bool = setting(False, "sampled / nce: draw with replacement (false: distinct candidates, "
+                                "TensorFlow's unique sampling)")
+    cutoffs: tuple[int, ...] = setting(
+        (), "adaptive: the ids where the head and each tail cluster end, increasing, below the vocabulary size; "
+        "empty = from training frequencies (the head covers 80% of the tokens, the first tail 95%)", low=1)
+    div_value: float = setting(4.0, "adaptive: each tail cluster's projection is this much narrower than the "
+                               "last", low=1.0)
+
+    def __post_init__(self) -> None:
+        _validate_section("output", self)
+        if list(self.cutoffs) != sorted(set(self.cutoffs)):
+            raise ConfigError(f"output.cutoffs must increase strictly, got {list(self.cutoffs)}")
 
 
 DROPOUT_KINDS = ("standard", "variational")
@@ -236,8 +268,9 @@ class DiagnosticsConfig:
                           "for tasks)", low=0)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "regularization": RegularizationConfig,
-                             "train": TrainConfig, "task": TaskConfig, "diagnostics": DiagnosticsConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "output": OutputConfig,
+                             "regularization": RegularizationConfig, "train": TrainConfig, "task": TaskConfig,
+                             "diagnostics": DiagnosticsConfig}
 
 # Keys a resumed run may change: limits and logging, nothing that alters the maths of training.
 RESUMABLE_KEYS = frozenset({
@@ -252,6 +285,7 @@ RESUMABLE_KEYS = frozenset({
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -260,6 +294,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.is_task and self.model.tie_weights:
             raise ConfigError(f"model.tie_weights needs a vocabulary to tie; the {self.task.name} task has none")
+        if self.is_task and self.model.output != "softmax":
+            raise ConfigError(f"model.output = {self.model.output} chooses how a vocabulary is predicted; the "
+                              f"{self.task.name} task has none (leave it softmax)")
         if self.is_task and self.regularization.embedding_dropout:
             raise ConfigError(f"regularization.embedding_dropout drops word types; the {self.task.name} task has none")
         if self.is_task and self.train.variable_bptt:

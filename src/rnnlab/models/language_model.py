@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rnnlab.config import ModelConfig, RegularizationConfig
+from rnnlab.config import ModelConfig, OutputConfig, RegularizationConfig
 from rnnlab.models.base import NO_REGULARIZATION, ModelOutput, RecurrentModel, make_stack
 from rnnlab.nn.dropout import activation_penalty, embedding_row_mask, make_dropout
 from rnnlab.nn.init import initialize
@@ -34,6 +34,9 @@ class RNNLanguageModel(RecurrentModel):
         num_layers: int = 2,
         tie_weights: bool = False,
         output: str = "softmax",
+        output_settings: OutputConfig | None = None,
+        counts: Sequence[int] | None = None,
+        device_type: str = "cpu",
         regularization: RegularizationConfig = NO_REGULARIZATION,
         skip: str = "none",
         dilations: Sequence[int] = (),
@@ -51,14 +54,22 @@ class RNNLanguageModel(RecurrentModel):
                              f"!= {embedding_dim}")
         self.output_dropout = make_dropout(reg.output_dropout, reg.dropout_kind)
         self.ar, self.tar = reg.ar, reg.tar
-        self.output = make_output_layer(output, self.rnn.hidden_size, vocab_size)  # reads the last layer
+        # The output layer reads the last layer; counts (the vocabulary's training frequencies) feed the unigram
+        # sampler and adaptive's cutoffs; device_type decides output = auto.
+        settings = output_settings or OutputConfig()
+        self.output = make_output_layer(
+            output, self.rnn.hidden_size, vocab_size, counts=counts, num_samples=settings.num_samples,
+            sampler=settings.sampler, unigram_power=settings.unigram_power, replacement=settings.replacement,
+            cutoffs=settings.cutoffs, div_value=settings.div_value, device_type=device_type)
         if tie_weights:
             # The output layer owns the (V, H) matrix; the embedding reads the same Parameter.
             self.embedding.weight = self.output.weight
 
     @classmethod
     def from_config(cls, config: ModelConfig, vocab_size: int,
-                    regularization: RegularizationConfig = NO_REGULARIZATION) -> RNNLanguageModel:
+                    regularization: RegularizationConfig = NO_REGULARIZATION, *,
+                    output_settings: OutputConfig | None = None, counts: Sequence[int] | None = None,
+                    device_type: str = "cpu") -> RNNLanguageModel:
         model = cls(
             vocab_size,
             cell=config.cell,
@@ -67,6 +78,9 @@ class RNNLanguageModel(RecurrentModel):
             num_layers=config.num_layers,
             tie_weights=config.tie_weights,
             output=config.output,
+            output_settings=output_settings,
+            counts=counts,
+            device_type=device_type,
             regularization=regularization,
             skip=config.skip,
             dilations=config.dilations,

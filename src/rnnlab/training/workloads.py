@@ -107,7 +107,11 @@ class LanguageModelling(Workload):
     def new_model(config: Config, vocab: Vocabulary | None) -> RNNLanguageModel:
         if vocab is None:
             raise CheckpointError("a language model needs its vocabulary; the checkpoint holds none")
-        return RNNLanguageModel.from_config(config.model, len(vocab), config.regularization)
+        device = config.train.device
+        device_type = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device.split(":")[0]
+        return RNNLanguageModel.from_config(config.model, len(vocab), config.regularization,
+                                            output_settings=config.output, counts=vocab.counts,
+                                            device_type=device_type)
 
     @classmethod
     def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
@@ -157,6 +161,9 @@ class LanguageModelling(Workload):
         return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens}
 
     def train_metrics(self, loss: float) -> Metrics:
+        objective = self.model.output.objective
+        if objective != "loss":  # a sampled or NCE loss is not a perplexity: logged under its own name
+            return {objective: loss}
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
 
     def summary(self, metrics: Metrics) -> str:
