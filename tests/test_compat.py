@@ -51,7 +51,7 @@ def test_a_format_1_model_equals_torch_modules_loaded_from_its_old_keys():
     m = config.model
     lstm = nn.LSTM(m.embedding_dim, m.hidden_size, m.num_layers)
     lstm.load_state_dict({k[len("rnn."):]: v for k, v in raw.items() if k.startswith("rnn.")})
-    ids, _ = load_split(DataConfig(path=str(V1 / "corpus")), vocab, "valid")
+    ids, _, _ = load_split(DataConfig(path=str(V1 / "corpus")), vocab, "valid")
     tokens = ids[:-1].view(-1, 1)
     hidden, _ = lstm(F.embedding(tokens, raw["embedding.weight"]))
     logits = F.linear(hidden, raw["output.weight"], raw["output.bias"])

@@ -82,7 +82,7 @@ def test_single_file_is_split_contiguously_by_ratio(tmp_path):
     corpus = load_corpus(DataConfig(path=str(path), split=(0.8, 0.1, 0.1)))
     assert [corpus.splits[s].numel() for s in ("train", "valid", "test")] == [80, 10, 10]
     assert corpus.vocab.decode(corpus.splits["test"][:1]) == [UNK]  # w90 never occurs in train
-    ids, oov = load_split(DataConfig(path=str(path), split=(0.8, 0.1, 0.1)), corpus.vocab, "test")
+    ids, oov, _ = load_split(DataConfig(path=str(path), split=(0.8, 0.1, 0.1)), corpus.vocab, "test")
     assert torch.equal(ids, corpus.splits["test"]) and oov == 10
 
 

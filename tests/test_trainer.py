@@ -27,7 +27,13 @@ def test_metrics_records_have_the_documented_fields(tiny_corpus_dir, tmp_path):
     train = [r for r in records if r["event"] == "train"]
     evals = [r for r in records if r["event"] == "eval"]
     assert train and set(train[0]) == {"event", "epoch", "step", "loss", "ppl", "lr", "grad_norm", "tokens_per_s"}
-    assert set(evals[0]) == {"event", "split", "epoch", "step", "loss", "ppl", "tokens"}
+    assert set(evals[0]) == {"event", "split", "epoch", "step", "loss", "ppl", "tokens", "words", "word_ppl", "chars",
+                             "char_ppl", "bpc"}
+    for record in evals:  # at the word level a token is a word (<eos> included): the same perplexity
+        assert record["words"] == record["tokens"] and record["word_ppl"] == pytest.approx(record["ppl"])
+        split = (tiny_corpus_dir / f"{record['split']}.txt").read_text()
+        assert record["chars"] == len(split)
+        assert record["bpc"] == pytest.approx(record["loss"] * record["tokens"] / len(split) / math.log(2))
     assert [r["split"] for r in evals] == ["valid", "valid", "test"]
     assert [r["epoch"] for r in evals] == [1, 2, 2]
     assert all(math.isclose(r["ppl"], math.exp(r["loss"])) for r in train + evals)

@@ -62,8 +62,13 @@ class DataConfig:
         "corpus: a directory holding train.txt/valid.txt/test.txt, one text file split by data.split, "
         "or builtin:ptb (the vendored Penn Treebank)",
     )
-    level: str = setting("word", "tokenization: word (whitespace, <eos> at line ends) or char "
-                         "(Unicode code points, <eos> for line ends)", choices=("word", "char"))
+    level: str = setting("word", "tokenization: word (whitespace, <eos> at line ends), char (Unicode code points, "
+                         "<eos> for line ends) or subword (SentencePiece units learned from the training split; "
+                         "data.vocab_size, data.subword_model)", choices=("word", "char", "subword"))
+    vocab_size: int = setting(8000, "subword level: the most pieces SentencePiece may learn (a small text may give "
+                              "fewer)", low=2)
+    subword_model: str = setting("unigram", "subword level: SentencePiece's algorithm, unigram (Kudo 2018) or bpe "
+                                 "(Sennrich et al. 2016)", choices=("unigram", "bpe"))
     split: tuple[float, float, float] = setting(
         (0.9, 0.05, 0.05), "train/valid/test fractions when data.path is a single file")
     min_freq: int = setting(1, "training-set count a token needs to enter the vocabulary", low=1)
@@ -71,6 +76,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
+        if self.level == "subword" and (self.min_freq != 1 or self.max_size):
+            raise ConfigError("data.min_freq and data.max_size apply to the word and char levels; the subword level "
+                              "sizes its vocabulary with data.vocab_size")
         if self.max_size == 1:
             raise ConfigError("data.max_size must be 0 (no limit) or >= 2 (<unk> and <eos> always take 2), got 1")
         if any(f < 0 for f in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):

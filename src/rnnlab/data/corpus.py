@@ -1,6 +1,9 @@
 """Corpora: a directory with train.txt / valid.txt / test.txt (PTB, WikiText), or one text file
 split by ratio, or ``builtin:NAME`` for a corpus shipped inside the package.
 
+At the subword level the SentencePiece model is learned from the training split alone (for one file
+split by ratio: its first data.split[0] of lines) and kept in the vocabulary.
+
 Tokenized id tensors are cached (``$RNNLAB_CACHE_DIR``, default ``~/.cache/rnnlab``) under a key
 made of the files' bytes and every setting that changes the ids, so a second load of PTB takes
 milliseconds and a changed file can never hit a stale entry.
@@ -11,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from rnnlab.config import DataConfig
-from rnnlab.data.tokenizers import get_tokenizer
+from rnnlab.data.tokenizers import CharTokenizer, SubwordTokenizer, Tokenizer, WordTokenizer, get_tokenizer
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import DataError
 from rnnlab.io import atomic_torch_save
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 BUILTIN_PREFIX = "builtin:"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -36,9 +39,17 @@ class Corpus:
     level: str
     splits: dict[str, torch.Tensor]  # split name -> 1-D int64 ids
     oov: dict[str, int]  # split name -> tokens not in the vocabulary (mapped to <unk>)
+    # split name -> its text's {"words": ..., "chars": ...} (text_sizes); absent for a split cut short
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def tokens(self, split: str) -> int:
         return int(self.splits[split].numel())
+
+
+def text_sizes(text: str) -> dict[str, int]:
+    """Words (whitespace-split, a line end counting as one, as PTB's <eos>) and characters (code points, line
+    ends included) of a text: what perplexity per word and per character divide by, whatever the level."""
+    return {"words": len(WordTokenizer().tokenize(text)), "chars": len(CharTokenizer().tokenize(text))}
 
 
 def builtin_corpora() -> list[str]:
@@ -67,28 +78,36 @@ def load_corpus(config: DataConfig, *, use_cache: bool = True) -> Corpus:
     cached = _read_cache(key) if use_cache else None
     if cached is not None:
         return cached
-    token_lists = _tokenize_splits(root, files, config)
-    vocab = Vocabulary.build(token_lists["train"], min_freq=config.min_freq, max_size=config.max_size)
-    splits, oov = {}, {}
+    tokenizer = _tokenizer(root, files, config)
+    token_lists = _tokenize_splits(root, files, config, tokenizer)
+    if isinstance(tokenizer, SubwordTokenizer):
+        vocab = Vocabulary.build_subword(token_lists["train"], tokenizer.pieces(), tokenizer.model)
+    else:
+        vocab = Vocabulary.build(token_lists["train"], min_freq=config.min_freq, max_size=config.max_size)
+    splits, oov, sizes = {}, {}, {}
     for name in SPLITS:
         splits[name], oov[name] = vocab.encode(token_lists[name])
-    corpus = Corpus(vocab=vocab, level=config.level, splits=splits, oov=oov)
+        sizes[name] = text_sizes(tokenizer.detokenize(token_lists[name]))
+    corpus = Corpus(vocab=vocab, level=config.level, splits=splits, oov=oov, sizes=sizes)
     if use_cache:
         _write_cache(key, corpus)
     return corpus
 
 
-def load_split(config: DataConfig, vocab: Vocabulary, split: str) -> tuple[torch.Tensor, int]:
-    """One split's ids under an existing vocabulary (a checkpoint's): (ids, out-of-vocabulary count)."""
+def load_split(config: DataConfig, vocab: Vocabulary, split: str) -> tuple[torch.Tensor, int, dict[str, int]]:
+    """One split's ids under an existing vocabulary (a checkpoint's, segmenting as it was trained to): (ids,
+    out-of-vocabulary count, text_sizes)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
     root = resolve_data_path(config.path)
     files = _split_files(root)
+    tokenizer = get_tokenizer(config.level, vocab.sentencepiece)
     if root.is_dir():
-        tokens = get_tokenizer(config.level).tokenize(_read_text(files[SPLITS.index(split)]))
+        tokens = tokenizer.tokenize(_read_text(files[SPLITS.index(split)]))
     else:
-        tokens = _tokenize_splits(root, files, config)[split]
-    return vocab.encode(tokens)
+        tokens = _tokenize_splits(root, files, config, tokenizer)[split]
+    ids, oov = vocab.encode(tokens)
+    return ids, oov, text_sizes(tokenizer.detokenize(tokens))
 
 
 def _split_files(root: Path) -> list[Path]:
@@ -111,8 +130,22 @@ def _read_text(path: Path) -> str:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _tokenize_splits(root: Path, files: list[Path], config: DataConfig) -> dict[str, list[str]]:
-    tokenizer = get_tokenizer(config.level)
+def _tokenizer(root: Path, files: list[Path], config: DataConfig) -> Tokenizer:
+    """The level's tokenizer; at the subword level, learned from the training text only."""
+    if config.level != "subword":
+        return get_tokenizer(config.level)
+    if root.is_dir():
+        lines = _read_text(files[0]).split("\n")
+    else:
+        lines = _read_text(root).split("\n")
+        lines = lines[: max(1, int(len(lines) * config.split[0]))]
+    try:
+        return SubwordTokenizer.fit(lines, config.vocab_size, config.subword_model)
+    except (ValueError, RuntimeError) as exc:
+        raise DataError(f"{root}: cannot learn subword units: {str(exc).strip().splitlines()[0][:200]}") from None
+
+
+def _tokenize_splits(root: Path, files: list[Path], config: DataConfig, tokenizer: Tokenizer) -> dict[str, list[str]]:
     if root.is_dir():
         return {name: tokenizer.tokenize(_read_text(path)) for name, path in zip(SPLITS, files)}
     # One file: cut the token stream into contiguous train / valid / test pieces.
@@ -143,6 +176,10 @@ def _cache_key(config: DataConfig, files: list[Path]) -> str:
     digest = hashlib.sha256()
     settings = (CACHE_VERSION, config.level, config.min_freq, config.max_size,
                 tuple(config.split) if len(files) == 1 else None)
+    if config.level == "subword":  # another SentencePiece release may learn other pieces
+        import sentencepiece
+
+        settings += (config.vocab_size, config.subword_model, sentencepiece.__version__)
     digest.update(repr(settings).encode())
     for path in files:
         digest.update(path.name.encode() + b"\0")
@@ -160,7 +197,7 @@ def _read_cache(key: str) -> Corpus | None:
     try:
         payload = torch.load(path, weights_only=True)
         return Corpus(vocab=Vocabulary.from_dict(payload["vocab"]), level=payload["level"],
-                      splits=payload["splits"], oov=payload["oov"])
+                      splits=payload["splits"], oov=payload["oov"], sizes=payload["sizes"])
     except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
         log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
         return None
@@ -168,7 +205,7 @@ def _read_cache(key: str) -> Corpus | None:
 
 def _write_cache(key: str, corpus: Corpus) -> None:
     payload = {"vocab": corpus.vocab.to_dict(), "level": corpus.level, "splits": corpus.splits,
-               "oov": corpus.oov}
+               "oov": corpus.oov, "sizes": corpus.sizes}
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         atomic_torch_save(payload, cache_dir() / f"{key}.pt")

@@ -3,6 +3,10 @@
 Frequency order is a contract, not a detail: the log-uniform proposal of sampled softmax and the
 clusters of adaptive softmax both assume id 0 is the most frequent token. Ties are broken by the
 token's code points, so the same training text always gives the same ids.
+
+A subword vocabulary also holds the SentencePiece model that cut the text into its tokens
+(``sentencepiece``): whatever carries the vocabulary (checkpoints, the corpus cache) carries the
+segmentation with it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ SPECIALS = (UNK, EOS)
 
 
 class Vocabulary:
-    def __init__(self, tokens: Sequence[str], counts: Sequence[int]) -> None:
+    def __init__(self, tokens: Sequence[str], counts: Sequence[int], sentencepiece: bytes | None = None) -> None:
+        self.sentencepiece = sentencepiece
         if len(tokens) != len(counts):
             raise ValueError(f"{len(tokens)} tokens but {len(counts)} counts")
         self.itos: list[str] = list(tokens)
@@ -57,6 +62,16 @@ class Vocabulary:
         ordered = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))
         return cls([t for t, _ in ordered], [c for _, c in ordered])
 
+    @classmethod
+    def build_subword(cls, tokens: Iterable[str], pieces: Iterable[str], sentencepiece: bytes) -> Vocabulary:
+        """From subword training tokens: every piece of the model gets an id (a piece unseen in training counts
+        0), so held-out text, which byte fallback always segments into pieces, has no unknown token."""
+        counter = Counter(tokens)
+        for token in (*SPECIALS, *pieces):
+            counter.setdefault(token, 0)
+        ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls([t for t, _ in ordered], [c for _, c in ordered], sentencepiece)
+
     def __len__(self) -> int:
         return len(self.itos)
 
@@ -73,8 +88,11 @@ class Vocabulary:
         return [self.itos[int(i)] for i in ids]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tokens": list(self.itos), "counts": list(self.counts)}
+        data: dict[str, Any] = {"tokens": list(self.itos), "counts": list(self.counts)}
+        if self.sentencepiece is not None:
+            data["sentencepiece"] = self.sentencepiece  # bytes: plain data for a weights-only load
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
-        return cls(data["tokens"], data["counts"])
+        return cls(data["tokens"], data["counts"], data.get("sentencepiece"))

@@ -7,6 +7,7 @@ Run directory layout::
 
     RUN_DIR/config.toml     the resolved config (usable with --config)
     RUN_DIR/metrics.jsonl   train / eval records, one JSON object per line
+    RUN_DIR/tokenizer.model the SentencePiece model, at data.level = subword (checkpoints hold it too)
     RUN_DIR/best.pt         lowest validation loss so far (used for the final test)
     RUN_DIR/latest.pt       where training stands: resume from it with --resume RUN_DIR
     RUN_DIR/tensorboard/    when train.tensorboard = true
@@ -27,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from rnnlab.config import RESUMABLE_KEYS, Config, check_device_name
 from rnnlab.data.corpus import Corpus
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
-from rnnlab.io import atomic_write_text
+from rnnlab.io import atomic_write, atomic_write_text
 from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rnnlab.training.loop import train_step
@@ -137,6 +138,8 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / LATEST))
             truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
         atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
+        for name, content in self.workload.run_files().items():
+            atomic_write(self.run_dir / name, lambda handle, content=content: handle.write(content))
         tensorboard_dir = self.run_dir / "tensorboard" if train_cfg.tensorboard else None
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, tensorboard_dir)
 

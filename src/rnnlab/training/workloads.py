@@ -82,6 +82,10 @@ class Workload:
     def checkpoint_extras(self) -> dict[str, Any]:
         return {}
 
+    def run_files(self) -> dict[str, bytes]:
+        """Files the run directory keeps beside the config (name -> bytes)."""
+        return {}
+
     def check_checkpoint(self, payload: dict[str, Any], where: str) -> None:
         """Refuse to resume when the data no longer matches the checkpoint."""
 
@@ -117,7 +121,7 @@ class LanguageModelling(Workload):
     def evaluate_checkpoint(cls, model: RecurrentModel, config: Config, vocab: Vocabulary | None, split: str, *,
                             batch_size: int | None = None, on_window: EvalProgress | None = None,
                             mc_samples: int = 0) -> tuple[Metrics, str]:
-        ids, oov = load_split(config.data, vocab, split)
+        ids, oov, sizes = load_split(config.data, vocab, split)
         stream = eval_stream(ids, batch_size or config.train.eval_batch_size, vocab.eos_id)
         if mc_samples:
             torch.manual_seed(config.train.seed)  # the same masks, the same number, every time
@@ -125,9 +129,10 @@ class LanguageModelling(Workload):
         else:
             result = evaluate(model, stream, config.train.bptt, on_window)
         how = f", Monte-Carlo dropout over {mc_samples} samples" if mc_samples else ""
+        metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens,
+                   **per_word_and_char(result.loss, result.tokens, sizes), "oov": oov}
         line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
-                f"{oov} out of vocabulary{how})")
-        metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, "oov": oov}
+                f"{oov} out of vocabulary{how}){other_units(metrics, config.data.level)}")
         return {**metrics, "mc_samples": mc_samples}, line
 
     def window(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +163,9 @@ class LanguageModelling(Workload):
                  model: RecurrentModel | None = None) -> Metrics:
         model = model if model is not None else self.model
         result = evaluate(model, self.streams[split], self.config.train.bptt, on_window)
-        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens}
+        sizes = self.corpus.sizes.get(split)
+        per_unit = per_word_and_char(result.loss, result.tokens, sizes) if sizes else {}
+        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, **per_unit}
 
     def train_metrics(self, loss: float) -> Metrics:
         objective = self.model.output.objective
@@ -167,7 +174,8 @@ class LanguageModelling(Workload):
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
 
     def summary(self, metrics: Metrics) -> str:
-        return f"perplexity {metrics['ppl']:.2f} (loss {metrics['loss']:.4f}, {metrics['tokens']} tokens)"
+        return (f"perplexity {metrics['ppl']:.2f} (loss {metrics['loss']:.4f}, {metrics['tokens']} tokens)"
+                f"{other_units(metrics, self.config.data.level)}")
 
     def probe_batch(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         columns = batchify(self.corpus.splits["valid"], batch)  # (R, batch)
@@ -175,7 +183,12 @@ class LanguageModelling(Workload):
         return columns[:length].to(self.device), columns[1 : length + 1].to(self.device)
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"vocab": self.corpus.vocab.to_dict()}
+        return {"vocab": self.corpus.vocab.to_dict()}  # a subword vocabulary carries its SentencePiece model
+
+    def run_files(self) -> dict[str, bytes]:
+        # The SentencePiece model as its own file too, for spm_encode / sentencepiece users outside rnnlab.
+        model = self.corpus.vocab.sentencepiece
+        return {"tokenizer.model": model} if model is not None else {}
 
     def check_checkpoint(self, payload: dict[str, Any], where: str) -> None:
         if payload.get("vocab") != self.corpus.vocab.to_dict():
@@ -242,6 +255,24 @@ class SyntheticTask(Workload):
         task = make_task(self.task.name, length or self.task.length)
         inputs, targets = task.sample(batch, seeded_generator(self.config.train.seed, 3))
         return inputs.to(self.device), targets.to(self.device)
+
+
+def per_word_and_char(loss: float, tokens: int, sizes: dict[str, int]) -> Metrics:
+    """The same log-likelihood per word and per character of the text (text_sizes), so word, char and subword
+    models compare: perplexity per word, per character, and bits per character."""
+    total = loss * tokens  # nats over the split
+    return {"words": sizes["words"], "word_ppl": math.exp(min(total / sizes["words"], 700.0)),
+            "chars": sizes["chars"], "char_ppl": math.exp(min(total / sizes["chars"], 700.0)),
+            "bpc": total / sizes["chars"] / math.log(2)}
+
+
+def other_units(metrics: Metrics, level: str) -> str:
+    """What a per-token perplexity line adds for the units the level does not count in."""
+    if "word_ppl" not in metrics:
+        return ""
+    if level == "word":
+        return f"; {metrics['bpc']:.3f} bits per character"
+    return f"; per word {metrics['word_ppl']:.2f}, {metrics['bpc']:.3f} bits per character"
 
 
 def workload_class(config: Config) -> type[Workload]:
