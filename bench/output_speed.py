@@ -1,8 +1,8 @@
 """Output layers at large vocabularies: forward + backward of the output layer alone, full softmax against
 sampled softmax, NCE and adaptive softmax, on the same hidden states and targets.
 
-    python bench/output_speed.py                          # V = 10k, 100k, 793,471; d 512; 2,560 tokens; S 1024, 8192
-    python bench/output_speed.py --crossover              # the vocabulary size from which sampled pays (model.output = auto)
+    python bench/output_speed.py                # V = 10k, 100k, 793,471; d 512; 2,560 tokens; S = 1024, 8192
+    python bench/output_speed.py --crossover    # the vocabulary size from which sampled pays (model.output = auto)
 
 Targets are drawn Zipfian (log-uniform over the frequency-sorted ids, as real text is). Calls alternate
 variant by variant, so the machine's drift hits all of them alike; the ratio is full's time over each
@@ -19,8 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import time_alternating  # noqa: E402
-
-from rnnlab.nn.output import CandidateSampler, make_output_layer  # noqa: E402
+from rnnlab.nn.output import CandidateSampler, frequency_cutoffs, make_output_layer  # noqa: E402
 
 
 def zipf_counts(vocab_size: int) -> list[int]:
@@ -98,7 +97,7 @@ def main() -> None:
     print(f"d {args.dim}, {args.tokens} tokens, {args.steps} calls per variant, alternating")
     for vocab in args.vocab:
         report(vocab, measure(vocab, args.dim, args.tokens, args.samples, args.steps, args.max_gb))
-        print(f"  (V={vocab}: cutoffs {make_output_layer('adaptive', 8, vocab, counts=zipf_counts(vocab)).cutoffs})")
+        print(f"  (V={vocab}: adaptive cutoffs {frequency_cutoffs(zipf_counts(vocab))})")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,15 @@ def test_demo_runs_in_reduced_mode(tmp_path):
     assert depth["residual"] > depth["none"] and depth["dense"] > depth["none"]
     plain, dilated = result["skip"]["time"]
     assert dilated["reach"] > plain["reach"], "dilation shortens the path back in time"
-    for name in ("report.html", "demo.json", "gradient_flow.png", "lm_training.png", "skip_connections.png"):
+    # part 8 times things: which is faster is the benchmarks' business (bench/output_speed.py), not a test's
+    rows = result["vocabulary"]["rows"]
+    assert [row["vocab"] for row in rows] == [300, 3000]
+    for row in rows:
+        assert min(row["recurrent_ms"], row["full_ms"], row["sampled_ms"]) > 0
+        assert row["step_speedup"] == pytest.approx(
+            (row["recurrent_ms"] + row["full_ms"]) / (row["recurrent_ms"] + row["sampled_ms"]))
+    for name in ("report.html", "demo.json", "gradient_flow.png", "lm_training.png", "skip_connections.png",
+                 "vocabulary.png"):
         assert (tmp_path / "demo" / name).is_file()
     for case in verdicts:
         assert (tmp_path / "demo" / "cases" / case / "report.html").is_file()

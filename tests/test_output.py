@@ -230,8 +230,8 @@ def test_nce_adaptive_and_sampled_learn_a_toy_source_close_to_its_entropy(kind, 
     table = torch.softmax(3 * torch.randn(4, vocab), dim=-1)
     contexts = torch.randint(4, (n,))
     targets = torch.multinomial(table[contexts], 1).squeeze(1)
-    joint = torch.zeros(4, vocab, dtype=torch.float64).index_put_((contexts, targets), torch.ones(n, dtype=torch.float64),
-                                                                  accumulate=True) / n
+    ones = torch.ones(n, dtype=torch.float64)
+    joint = torch.zeros(4, vocab, dtype=torch.float64).index_put_((contexts, targets), ones, accumulate=True) / n
     conditional = joint / joint.sum(1, keepdim=True)
     entropy = float(-(joint[joint > 0] * conditional[joint > 0].log()).sum())
     counts = torch.bincount(targets, minlength=vocab).tolist()

@@ -326,7 +326,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"generate needs a language-model checkpoint; {args.checkpoint} was trained on the "
                           f"{config.task.name} task")
     model.to(resolve_device(args.device))
-    text = generate(model, vocab, get_tokenizer(config.data.level, vocab.sentencepiece), prompt=args.prompt, tokens=args.tokens,
+    tokenizer = get_tokenizer(config.data.level, vocab.sentencepiece)  # a subword model brings its own
+    text = generate(model, vocab, tokenizer, prompt=args.prompt, tokens=args.tokens,
                     temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     print(text)
     return 0

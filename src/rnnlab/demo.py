@@ -13,6 +13,8 @@
 7. Skip connections: the gradient reaching the bottom of a deep tanh stack without and with
    residual / dense connections, and how far back in time it reaches without and with dilated
    recurrence (Chang et al. 2017).
+8. The vocabulary problem: where the time of a language model's training step goes as the vocabulary
+   grows, with the full softmax and with a sampled softmax (Jean et al. 2015).
 
 Everything lands in one folder: report.html (the story, plots embedded), demo.json (every number),
 one full diagnostics report per model in cases/, and the language model's run directory.
@@ -25,7 +27,9 @@ import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import torch
@@ -59,13 +63,17 @@ class DemoSettings:
     dropout_draws: int = 50  # masks averaged over in part 6
     deep_layers: int = 8  # part 7's deep stack
     dilations: tuple[int, ...] = (1, 2, 4, 8)  # part 7's dilated stack
+    vocab_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)  # part 8
+    vocab_samples: int = 1024  # part 8's sampled softmax candidates
+    vocab_repeats: int = 3  # part 8: timed calls per part (the median)
     seed: int = 1
 
     @classmethod
     def quick(cls) -> DemoSettings:
         """A reduced run for the test suite: the same steps, tiny sizes."""
         return cls(length=30, hidden_size=16, probe_batch=4, lm_hidden_size=16, lm_max_steps=12,
-                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5, dropout_draws=5, deep_layers=4)
+                   lm_max_minutes=1.0, lm_valid_tokens=400, generate_tokens=5, dropout_draws=5, deep_layers=4,
+                   vocab_sizes=(300, 3000), vocab_samples=64, vocab_repeats=1)
 
 
 CASES = (
@@ -87,7 +95,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     task = make_task("adding", settings.length)
     inputs, targets = task.sample(settings.probe_batch, seeded_generator(settings.seed, 3))
     result: dict[str, Any] = {"settings": settings.__dict__, "gradient": [], "clipping": None, "language_model": None,
-                              "dropout": None, "skip": None}
+                              "dropout": None, "skip": None, "vocabulary": None}
 
     say(f"1-3. gradient of the last step's loss, {settings.length} steps back, on adding-problem inputs")
     models = {}
@@ -133,6 +141,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
     for row in result["skip"]["time"]:
         say(f"   dilations {str(row['dilations']):<13} ||d cost_n / d x_1|| / ||d cost_n / d x_n|| = "
             f"{row['reach']:.3g}")
+
+    say(f"8. the vocabulary problem: one training step of a 2-layer LSTM LM ({settings.lm_hidden_size} units, batch "
+        f"20 x bptt 35) as V grows, full softmax vs sampled (S = {settings.vocab_samples})")
+    result["vocabulary"] = _vocabulary(settings, out / "vocabulary.png")
+    for row in result["vocabulary"]["rows"]:
+        say(f"   V {row['vocab']:>7,}: recurrent {row['recurrent_ms']:7.1f} ms, output layer {row['full_ms']:8.1f} ms "
+            f"full ({row['full_share']:.0%} of the step), {row['sampled_ms']:6.1f} ms sampled: step "
+            f"x{row['step_speedup']:.2f} faster")
 
     atomic_write_text(out / "demo.json", json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     _plot_gradients(result, out / "gradient_flow.png")
@@ -217,6 +233,72 @@ def _skip_connections(task, inputs: torch.Tensor, targets: torch.Tensor, setting
                      "by_distance": per_step.flip(0).tolist()})
     _plot_skip(depth, time, figure)
     return {"depth": depth, "time": time, "figure": figure.name}
+
+
+def _vocabulary(settings: DemoSettings, figure: Path) -> dict[str, Any]:
+    """Part 8: for each vocabulary size, the median time of the recurrent part of a training step (embedding
+    and LSTM, forward and backward) and of the output layer's forward and backward, full and sampled, on
+    Zipfian (log-uniform) token ids. The sampled layer shares the full one's weights."""
+    from rnnlab.models import RNNLanguageModel
+    from rnnlab.nn.output import CandidateSampler, make_output_layer
+
+    steps, batch, width = 35, 20, settings.lm_hidden_size
+    rows = []
+    for vocab in settings.vocab_sizes:
+        torch.manual_seed(settings.seed)
+        ids = CandidateSampler("log_uniform", vocab).draw((steps + 1) * batch, replacement=True).ids
+        ids = ids.view(steps + 1, batch)
+        inputs, targets = ids[:-1], ids[1:].reshape(-1)
+        model = RNNLanguageModel(vocab, embedding_dim=width, hidden_size=width, num_layers=2).train()
+        sampled = make_output_layer("sampled", width, vocab, num_samples=settings.vocab_samples).train()
+        sampled.load_state_dict(model.output.state_dict())
+        features = model.features(inputs)[0].detach().reshape(-1, width).requires_grad_()
+        recurrent_ms = _median_ms(partial(_recurrent_pass, model, inputs), settings.vocab_repeats)
+        full_ms = _median_ms(partial(_output_pass, model.output, features, targets), settings.vocab_repeats)
+        sampled_ms = _median_ms(partial(_output_pass, sampled, features, targets), settings.vocab_repeats)
+        rows.append({"vocab": vocab, "recurrent_ms": recurrent_ms, "full_ms": full_ms, "sampled_ms": sampled_ms,
+                     "full_share": full_ms / (recurrent_ms + full_ms),
+                     "step_speedup": (recurrent_ms + full_ms) / (recurrent_ms + sampled_ms)})
+    _plot_vocabulary(rows, figure)
+    return {"rows": rows, "samples": settings.vocab_samples, "figure": figure.name}
+
+
+def _recurrent_pass(model: torch.nn.Module, inputs: torch.Tensor) -> None:
+    model.features(inputs)[0].sum().backward()
+
+
+def _output_pass(layer: torch.nn.Module, features: torch.Tensor, targets: torch.Tensor) -> None:
+    layer(features, targets).loss.backward()
+
+
+def _median_ms(run: Callable[[], None], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls, after one untimed warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = perf_counter()
+        run()
+        times.append(1000 * (perf_counter() - started))
+    return sorted(times)[len(times) // 2]
+
+
+def _plot_vocabulary(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    positions = range(len(rows))
+    for offset, (key, label) in zip((-0.2, 0.2), (("full_ms", "full softmax"), ("sampled_ms", "sampled softmax"))):
+        xs = [x + offset for x in positions]
+        recurrent = [r["recurrent_ms"] for r in rows]
+        ax.bar(xs, recurrent, width=0.38, color="0.7", label="embedding + LSTM" if offset < 0 else None)
+        ax.bar(xs, [r[key] for r in rows], width=0.38, bottom=recurrent, label=f"output layer: {label}",
+               color="C3" if key == "full_ms" else "C0")
+    ax.set_xticks(list(positions), [f"V = {r['vocab']:,}" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per training step (forward + backward)")
+    ax.set_title("Where a training step's time goes as the vocabulary grows")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
 
 
 def _plot_skip(depth: list[dict[str, Any]], time: list[dict[str, Any]], path: Path) -> None:
@@ -331,6 +413,11 @@ def _render(result: dict[str, Any], out: Path) -> str:
     skip_rows = "".join(f"<tr><td>{esc(r['skip'])}</td><td>{r['bottom_over_top']:.3g}</td></tr>"
                         for r in result["skip"]["depth"])
     time_rows = "".join(f"<tr><td>{r['dilations']}</td><td>{r['reach']:.3g}</td></tr>" for r in result["skip"]["time"])
+    vocab = result["vocabulary"]
+    vocab_rows = "".join(
+        f"<tr><td>{r['vocab']:,}</td><td>{r['recurrent_ms']:.1f}</td>"
+        f"<td>{r['full_ms']:.1f} ({r['full_share']:.0%})</td><td>{r['sampled_ms']:.1f}</td>"
+        f"<td>x{r['step_speedup']:.2f}</td></tr>" for r in vocab["rows"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rnnlab demo</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; }}
@@ -376,6 +463,16 @@ distance in d times fewer multiplications (Chang et al. 2017).</p>
 <table><tr><th>skip</th><th>gradient at the bottom layer / at the top</th></tr>{skip_rows}</table>
 <table><tr><th>dilations</th><th>reach of the first input</th></tr>{time_rows}</table>
 <img alt="skip connections" src="{_image(out / result['skip']['figure'])}">
+<h2>8. The vocabulary problem</h2>
+<p>A language model predicts one of V words at every step: the output layer's matrix product and softmax grow with V
+while the recurrent part does not, so at large vocabularies the output layer is nearly the whole step. A sampled
+softmax (Jean et al. 2015; <code>model.output = sampled</code>) scores each token's true word and
+{vocab['samples']} candidates shared by the batch instead of all V words, with each logit corrected by its expected
+count under the proposal. Evaluation stays exact: perplexity always comes from the full softmax. One training step of
+a 2-layer LSTM ({s['lm_hidden_size']} units, batch 20, bptt 35), median of {s['vocab_repeats']} calls:</p>
+<table><tr><th>V</th><th>embedding + LSTM, ms</th><th>full softmax, ms (share of the step)</th>
+<th>sampled softmax, ms</th><th>step speed-up</th></tr>{vocab_rows}</table>
+<img alt="vocabulary" src="{_image(out / vocab['figure'])}">
 <p>Every number is in demo.json. Train the full Zaremba et al. configuration with <code>rnnlab train</code>.</p>
 </body></html>
 """
@@ -397,6 +494,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{result['settings']['deep_layers']}-layer tanh stack, gradient bottom / top: {depth}")
     time = ", ".join(f"{r['dilations']} {r['reach']:.3g}" for r in result["skip"]["time"])
     lines.append(f"reach of the first input, dilations {time}")
+    speedups = ", ".join(f"V {r['vocab']:,} x{r['step_speedup']:.2f}" for r in result["vocabulary"]["rows"])
+    lines.append(f"sampled softmax (S = {result['vocabulary']['samples']}), training step speed-up: {speedups}")
     return "\n".join(lines)
 
 

@@ -37,11 +37,12 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # F.cross_entropy's default: a target that is not scored (evaluation's padding)
 
-# model.output = auto: the vocabulary size from which a sampled softmax (output.num_samples = 1024) trains a
-# step faster than the full one, per device type. CPU: measured by `python bench/output_speed.py --crossover`
-# (docs/RESULTS.md). CUDA: not measured by rnnlab yet; ANCHORS.md's H200 figures have the full softmax faster
-# at 10k and sampled 6.2x faster at 100k, so 100k is the smallest size known to pay.
-SAMPLED_PAYS_FROM = {"cpu": 4_000, "cuda": 100_000}
+# model.output = auto: the vocabulary size from which a sampled softmax (output.num_samples = 1024) makes the
+# output layer at least twice as fast as the full one, per device type. CPU: `python bench/output_speed.py
+# --crossover` (docs/RESULTS.md: 2.1x at V = 3,000 with d = 200, 2.6x with d = 650; barely faster just above
+# S). CUDA: not measured by rnnlab yet; ANCHORS.md's H200 figures have the full softmax faster at 10k and
+# sampled 6.2x faster at 100k, so 100k is the smallest size known to pay there.
+SAMPLED_PAYS_FROM = {"cpu": 3_000, "cuda": 100_000}
 
 
 class OutputLoss(NamedTuple):
