@@ -2,8 +2,9 @@
 
 For every cell and every recurrent-dropout path (none, variational on the fused kernel, weight-drop,
 per-sequence and naive step by step), residual and dense skip connections and dilated layers (folded
-into the batch on the fused kernel, or step by step), the same weights, inputs and masks run on the CPU and on CUDA
-(cuDNN); outputs, final states and every parameter's gradient must agree (float32 tolerances, TF32 off).
+into the batch on the fused kernel, or step by step), the same weights, inputs and masks run on the CPU
+and on CUDA (cuDNN); outputs, final states and every parameter's gradient must agree (float32
+tolerances, TF32 off). The sampled, NCE and adaptive output layers likewise, on the same candidates.
 
     python bench/cuda_check.py                # exits 1 and names the failing case on a mismatch
     python bench/cuda_check.py --device cpu   # the same comparison against a CPU copy (checks the check)
@@ -18,6 +19,7 @@ import sys
 import torch
 from torch.testing import assert_close
 
+from rnnlab.nn.output import make_output_layer
 from rnnlab.nn.stack import RecurrentStack
 
 T, B, I, H, L = 12, 5, 16, 24, 2  # noqa: E741
@@ -68,9 +70,36 @@ def main() -> int:
             except AssertionError as exc:
                 failures += 1
                 print(f"FAIL  {cell:<9} {kind}: {str(exc).splitlines()[0]}")
+    failures += _check_output_layers(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"cuda_check on {where}: {failures} failures")
     return 1 if failures else 0
+
+
+def _check_output_layers(device: torch.device) -> int:
+    """Sampled, NCE and adaptive output layers: the same candidates (drawn from the reseeded CPU generator on
+    both sides), the same loss and gradients on the device as on the CPU; the exact loss too."""
+    failures, vocab, tokens = 0, 500, 64
+    counts = [1000 // (rank + 1) + 1 for rank in range(vocab)]
+    for kind in ("sampled", "nce", "adaptive"):
+        torch.manual_seed(0)
+        cpu = make_output_layer(kind, H, vocab, counts=counts, num_samples=50, device_type=device.type).train()
+        gpu = copy.deepcopy(cpu).to(device)
+        hidden, targets = torch.randn(tokens, H), torch.randint(vocab, (tokens,))
+        results = []
+        for layer, moved in ((cpu, lambda t: t), (gpu, lambda t: t.to(device))):
+            torch.manual_seed(1)  # the candidates come from the CPU generator
+            loss = layer(moved(hidden), moved(targets)).loss
+            exact = layer.exact_loss(moved(hidden), moved(targets)).loss
+            results.append([loss, exact, *torch.autograd.grad(loss, list(layer.parameters()))])
+        try:
+            for a, b in zip(*results):
+                assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+            print(f"ok    output    {kind}")
+        except AssertionError as exc:
+            failures += 1
+            print(f"FAIL  output    {kind}: {str(exc).splitlines()[0]}")
+    return failures
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Everything the GPU should show, in one short run (about 13 minutes on an H100/H200):
 #   1. CUDA correctness of the stack and every dropout path against the CPU (bench/cuda_check.py);
 #   2. the dropout and skip-connection speed benchmarks on the GPU (ratios to no dropout / the plain stack);
-#   3. ptb-medium-variational for 10 minutes (Gal & Ghahramani 2016; paper: test 79.7), then eval on test.
+#   3. ptb-medium-variational for 10 minutes (Gal & Ghahramani 2016; paper: test 79.7), then eval on test;
+#   4. the output layers (sampled, NCE, adaptive) against the full softmax on the GPU.
 # Usage: bash bench/gpu.sh [OUT_DIR]     (prints everything; the run lands in OUT_DIR/ptb-medium-variational)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,8 @@ $py bench/cuda_check.py
 $py -m rnnlab train --preset ptb-medium-variational --run-dir "$out/ptb-medium-variational" --quiet \
   --set train.device=cuda --set train.max_minutes=10
 $py -m rnnlab eval --checkpoint "$out/ptb-medium-variational" --split test --device cuda
+# 4. Output layers on the GPU: the layer alone at V = 10k / 100k / 793,471, where sampling starts to pay there
+#    (model.output = auto's CUDA threshold), and a One-Billion-Word-shaped training step, full against sampled.
+$py bench/output_speed.py --device cuda --steps 5
+$py bench/output_speed.py --device cuda --crossover --steps 10
+$py bench/large_vocab.py --device cuda --vocab 793471 --billion-word --steps 5 --rounds 2

@@ -2,6 +2,7 @@
 Zipfian corpus of V = 200,000 word types, full softmax against sampled softmax (S = 1024).
 
     python bench/large_vocab.py                 # writes the corpus to a temporary directory first
+    python bench/large_vocab.py --device cuda --vocab 793471 --billion-word   # a One-Billion-Word-shaped step
 
 The corpus is generated here (each type once, then Zipf-distributed draws, seeded), never committed. Speed:
 the variants alternate step by step in one process on the same windows (bench/common.py). Peak memory:
@@ -85,13 +86,25 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1_000_000, help="Zipf draws on top of one of each type")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--billion-word", action="store_true",
+                        help="the One-Billion-Word shape: embedding 512, an LSTM of 2048 units under a 512-unit top "
+                             "layer (close to Jozefowicz et al.'s 2048 units projected to 512), S = 8192")
     args = parser.parse_args()
+    variants = dict(VARIANTS)
+    model = []
+    if args.billion_word:
+        model = ["model.embedding_dim=512", "model.hidden_size=2048", "model.last_layer_size=512"]
+        variants = {"full softmax": [], "sampled S=8192": ["model.output=sampled", "output.num_samples=8192"]}
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "zipf"
         write_corpus(corpus, args.vocab, args.tokens)
-        base = [f"data.path={corpus}", "train.bptt=35"]
-        compare_variants("ptb-small", VARIANTS, args.steps, args.rounds, torch.device("cpu"), base)
-        for name, overrides in VARIANTS.items():
+        base = [f"data.path={corpus}", "train.bptt=35", *model]
+        device = torch.device(args.device)
+        compare_variants("ptb-small", variants, args.steps, args.rounds, device, base)
+        if device.type == "cuda":
+            return  # peak memory: the resident-set figures below are for the CPU
+        for name, overrides in variants.items():
             ready, peak = peak_memory(corpus, [*base, *overrides], args.steps)
             print(f"{name:<24} resident {ready:.2f} GB when ready, peak {peak:.2f} GB while training (child process, "
                   "alone)", flush=True)

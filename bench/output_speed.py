@@ -45,11 +45,12 @@ def variants(vocab: int, dim: int, samples: list[int]) -> dict[str, dict]:
 
 
 def measure(vocab: int, dim: int, tokens: int, samples: list[int], steps: int, max_gb: float,
-            only: set[str] | None = None) -> dict[str, float]:
+            only: set[str] | None = None, device: torch.device | None = None) -> dict[str, float]:
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
     counts = zipf_counts(vocab)
-    hidden = torch.randn(tokens, dim, requires_grad=True)
-    targets = CandidateSampler("log_uniform", vocab).draw(tokens, replacement=True).ids
+    hidden = torch.randn(tokens, dim, device=device, requires_grad=True)
+    targets = CandidateSampler("log_uniform", vocab).draw(tokens, replacement=True).ids.to(device)
     runs, skipped = {}, []
     for name, spec in variants(vocab, dim, samples).items():
         if only is not None and name.split()[0] not in only:
@@ -60,9 +61,9 @@ def measure(vocab: int, dim: int, tokens: int, samples: list[int], steps: int, m
             skipped.append(f"{name} (needs ~{need_gb:.0f} GB of logits > --max-gb {max_gb:g})")
             continue
         kind = spec.pop("kind")
-        layer = make_output_layer(kind, dim, vocab, counts=counts, **spec).train()
+        layer = make_output_layer(kind, dim, vocab, counts=counts, device_type=device.type, **spec).to(device).train()
         runs[name] = layer_pass(layer, hidden, targets)
-    spent = time_alternating(runs, steps)
+    spent = time_alternating(runs, steps, device)
     for line in skipped:
         print(f"  not run: {line}")
     return {name: 1000 * seconds / steps for name, seconds in spent.items()}
@@ -86,17 +87,24 @@ def main() -> None:
     parser.add_argument("--crossover", action="store_true",
                         help="full vs sampled (S = --samples[0]) over growing V at the LM step's shape (700 tokens, "
                              "d = --dim): the smallest V where sampled is faster")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}")
     if args.crossover:
         print(f"crossover: d {args.dim}, 700 tokens (batch 20 x bptt 35), S {args.samples[0]}")
-        for vocab in [1_500, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000, 16_000]:
-            times = measure(vocab, args.dim, 700, args.samples[:1], args.steps, args.max_gb, only={"full", "sampled"})
+        sizes = [1_500, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000, 16_000]
+        if device.type == "cuda":  # ANCHORS.md: on an H200 the full softmax still wins at 10k
+            sizes += [25_000, 50_000, 100_000]
+        for vocab in sizes:
+            times = measure(vocab, args.dim, 700, args.samples[:1], args.steps, args.max_gb, only={"full", "sampled"},
+                            device=device)
             report(vocab, times)
         return
     print(f"d {args.dim}, {args.tokens} tokens, {args.steps} calls per variant, alternating")
     for vocab in args.vocab:
-        report(vocab, measure(vocab, args.dim, args.tokens, args.samples, args.steps, args.max_gb))
+        report(vocab, measure(vocab, args.dim, args.tokens, args.samples, args.steps, args.max_gb, device=device))
         print(f"  (V={vocab}: adaptive cutoffs {frequency_cutoffs(zipf_counts(vocab))})")
 
 
