@@ -23,6 +23,7 @@ VARIANTS = {
     "softmax": [],
     "sampled": ["model.output=sampled", "output.num_samples=1024", "output.sampler=log_uniform"],
     "adaptive": ["model.output=adaptive"],
+    "adaptive-div2": ["model.output=adaptive", "output.div_value=2"],  # wider tail projections (100, 50 units)
     "nce": ["model.output=nce", "output.num_samples=1024"],
     "subword": ["data.level=subword", "data.vocab_size=8000"],
 }

@@ -1,5 +1,6 @@
 """Output layers for large vocabularies: sampled softmax, NCE, adaptive softmax, auto; exact evaluation."""
 
+import json
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from rnnlab.cli import main
 from rnnlab.config import load_config
 from rnnlab.errors import ConfigError
 from rnnlab.models import RNNLanguageModel
@@ -303,3 +305,17 @@ def test_nce_starts_self_normalised():
     assert isinstance(layer, NCELoss)
     assert_close(layer.bias, torch.full((1000,), -math.log(1000)))
 
+
+
+@pytest.mark.parametrize("kind", ["sampled", "nce", "adaptive"])
+def test_generate_and_diagnose_work_for_every_kind(kind, tiny_corpus_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = [*TINY_MODEL, f"model.output={kind}", "output.num_samples=4", "output.div_value=2", "train.max_steps=4"]
+    assert main(["train", "--data", str(tiny_corpus_dir), "--run-dir", str(run), "--quiet",
+                 *[arg for item in sets for arg in ("--set", item)]]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(run), "--tokens", "6", "--seed", "1", "--prompt", "the"]) == 0
+    assert capsys.readouterr().out.startswith("the")
+    assert main(["diagnose", "--checkpoint", str(run), "--out", str(tmp_path / "diag")]) == 0
+    diagnosis = json.loads((tmp_path / "diag" / "diagnostics.json").read_text())
+    assert all(math.isfinite(layer["gradient_flow"]["ratio"]) for layer in diagnosis["layers"])
