@@ -138,10 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--out", required=True, metavar="DIR", help="folder for the report files")
     diagnose.add_argument("--batch", type=_positive_int, metavar="N",
                           help="probe sequences (default diagnostics.batch)")
-    diagnose.add_argument("--length", type=_positive_int, metavar="N",
-                          help="probe steps (default: train.bptt for language models, task.length for tasks)")
+    diagnose.add_argument("--steps", "--length", dest="length", type=_positive_int, metavar="N",
+                          help="probe steps (default diagnostics.length: train.bptt for language models, task.length "
+                               "for tasks)")
     diagnose.add_argument("--jacobian-sequences", type=_positive_int, default=4, metavar="N",
-                          help="sequences whose step Jacobians are computed exactly (default 4)")
+                          help="sequences whose step Jacobians are measured (default 4)")
+    diagnose.add_argument("--jacobian-method", choices=("auto", "dense", "lanczos"), default="auto",
+                          help="sigma_max of each step Jacobian: dense (form it, full SVD), lanczos (Jacobian-vector "
+                               "products, never the matrix) or auto (default: dense up to 512 state units)")
+    diagnose.add_argument("--eigenvalues", action="store_true",
+                          help="eigenvalues of every W_hh block, however large (default: blocks up to 768 units)")
+    diagnose.add_argument("--quiet", action="store_true", help="no progress bar")
     diagnose.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     diagnose.set_defaults(handler=cmd_diagnose)
 
@@ -284,12 +291,68 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         title = f"rnnlab diagnostics: untrained {args.preset or args.config or DEFAULT_PRESET}"
     inputs, targets = workload.probe_batch(args.batch or config.diagnostics.batch,
                                            args.length or config.diagnostics.length)
-    diagnosis = diagnose(workload.model, inputs, targets, jacobian_sequences=args.jacobian_sequences)
-    report = write_report(diagnosis, args.out, title)
+    bar = _DiagnoseBar(workload.model.rnn.num_layers, enabled=not args.quiet)
+    try:
+        diagnosis = diagnose(workload.model, inputs, targets, jacobian_sequences=args.jacobian_sequences,
+                             jacobian_method=args.jacobian_method, eigenvalues=args.eigenvalues, progress=bar)
+        bar("report")
+        report = write_report(diagnosis, args.out, title)
+    finally:
+        bar.close()
     for entry in diagnosis["layers"]:
         print(f"layer {entry['layer']}: {entry['verdict']['verdict']}: {entry['verdict']['reason']}")
     print(f"report: {report}")
+    print(f"diagnosed in {bar.elapsed:.1f} s; peak memory {_peak_memory_gb():.2f} GB (resident set of this process)")
     return 0
+
+
+class _DiagnoseBar:
+    """The progress of ``rnnlab diagnose``: one tick per stage (per layer where it runs per layer), and the
+    Jacobians measured so far within a layer."""
+
+    PER_LAYER = ("jacobians", "spectra")
+
+    def __init__(self, layers: int, enabled: bool) -> None:
+        import time
+
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+        self.current: tuple[str, int] | None = None
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            # probe, gradient flow, saturation, report, and two per-layer stages
+            self.bar = tqdm(total=4 + 2 * layers, unit="stage", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, stage: str, layer: int = 0, done: int = 0, total: int = 1) -> None:
+        if self.bar is None:
+            return
+        if (stage, layer) != self.current:
+            if self.current is not None:
+                self.bar.update(1)
+            self.current = (stage, layer)
+            self.bar.set_description_str(f"{stage} layer {layer}" if stage in self.PER_LAYER else stage)
+            self.bar.set_postfix_str("")
+        if stage == "jacobians" and total > 1:
+            self.bar.set_postfix_str(f"{done}/{total} step Jacobians")
+
+    def close(self) -> None:
+        import time
+
+        self.elapsed = time.perf_counter() - self.started
+        if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+            self.bar = None
+
+
+def _peak_memory_gb() -> float:
+    """The process's peak resident set (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1e9 if sys.platform == "darwin" else 1e6)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

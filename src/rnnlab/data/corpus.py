@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 BUILTIN_PREFIX = "builtin:"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -87,7 +87,7 @@ def load_corpus(config: DataConfig, *, use_cache: bool = True) -> Corpus:
     splits, oov, sizes = {}, {}, {}
     for name in SPLITS:
         splits[name], oov[name] = vocab.encode(token_lists[name])
-        sizes[name] = text_sizes(tokenizer.detokenize(token_lists[name]))
+        sizes[name] = _split_sizes(root, files, name, tokenizer, token_lists[name])
     corpus = Corpus(vocab=vocab, level=config.level, splits=splits, oov=oov, sizes=sizes)
     if use_cache:
         _write_cache(key, corpus)
@@ -107,7 +107,15 @@ def load_split(config: DataConfig, vocab: Vocabulary, split: str) -> tuple[torch
     else:
         tokens = _tokenize_splits(root, files, config, tokenizer)[split]
     ids, oov = vocab.encode(tokens)
-    return ids, oov, text_sizes(tokenizer.detokenize(tokens))
+    return ids, oov, _split_sizes(root, files, split, tokenizer, tokens)
+
+
+def _split_sizes(root: Path, files: list[Path], split: str, tokenizer: Tokenizer, tokens: list[str]) -> dict[str, int]:
+    """text_sizes of a split's text: its file as written (the word level's detokenized text would lose spaces),
+    or, for one file cut by tokens, the detokenized piece."""
+    if root.is_dir():
+        return text_sizes(_read_text(files[SPLITS.index(split)]))
+    return text_sizes(tokenizer.detokenize(tokens))
 
 
 def _split_files(root: Path) -> list[Path]:

@@ -12,12 +12,14 @@ batch-averaged cost at each step): every ``RecurrentModel`` does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from rnnlab.diagnostics.linalg import largest_singular_values, matrix_sigma_max
 from rnnlab.nn.cells import (
     GATES,
     SIGMOID_GATES,
@@ -28,11 +30,25 @@ from rnnlab.nn.cells import (
 )
 from rnnlab.nn.mode import evaluating
 
-TANH_SATURATION = 5.0  # |z| above this: tanh'(z) < 2e-4 (the document's threshold)
-GATE_LOW, GATE_HIGH = 0.05, 0.95  # a sigmoid gate below/above these is saturated
+# progress(stage, layer, done, total): where a long diagnosis stands (the CLI draws a bar from it)
+Progress = Callable[[str, int, int, int], None]
+
+# Saturation thresholds. Gates: Karpathy, Johnson & Fei-Fei (2015, "Visualizing and understanding recurrent
+# networks") call a gate left- / right-saturated when its activation is below 0.1 / above 0.9. tanh units: |z| > 2
+# (tanh'(z) < 0.071: the unit passes less than a fourteenth of the gradient) is "partly saturated", |z| > 5
+# (tanh'(z) < 2e-4: practically none) is "saturated". The threshold-free number is the mean derivative.
+TANH_SATURATION = 5.0
+TANH_PARTLY_SATURATED = 2.0
+GATE_LOW, GATE_HIGH = 0.1, 0.9
+SATURATION_LIMITS = 0.9  # growth per step below 0.9 x sigma_max(W_hh): saturation, not the weights, limits it
 NON_NORMAL_GAP = 0.05  # sigma_max and rho differing by more than 5% of sigma_max: a non-normal W_hh
 VANISHING_RATIO, EXPLODING_RATIO = 1e-2, 1e2  # gradient ratio across the probe window
 HISTOGRAM_BINS = 20
+DENSE_LIMIT = 512  # state units (or matrix rows/columns) up to which a full SVD is cheap; Lanczos above
+EIGEN_LIMIT = 768  # W_hh blocks up to this size get their eigenvalues by default (a dense eig is O(H^3))
+DENSE_CHUNK_ELEMENTS = 2**25  # Jacobian entries formed at once on the dense path
+LANCZOS_CHUNK_ELEMENTS = 2**27  # state entries (times iterations) kept at once on the Lanczos path
+LANCZOS_MAX_ITERS = 80
 STATE_NAMES = {"lstm": "(h, c)", "gru": "h", "rnn_tanh": "h", "rnn_relu": "h"}
 
 
@@ -140,11 +156,15 @@ def _activation_derivative(cell: str, z: torch.Tensor) -> torch.Tensor:
     return 1 - torch.tanh(z).pow(2)
 
 
-def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2**25) -> list[dict[str, Any]]:
-    """Exact ||d state_t / d state_{t-1}||_2 (largest singular value; state_{t-d} in a layer with dilation
-    d) at every step, for the first ``max_sequences`` sequences, with the layer's input x_t held fixed.
-    The state is h for vanilla cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the
-    document's bound max|f'(z_t)| * sigma_max(W_hh) is given next to it (it does not apply to gates)."""
+def jacobian_norms(probe: Probe, max_sequences: int = 4, method: str = "auto",
+                   progress: Progress | None = None) -> list[dict[str, Any]]:
+    """||d state_t / d state_{t-1}||_2 (largest singular value; state_{t-d} in a layer with dilation d) at every
+    step, for the first ``max_sequences`` sequences, with the layer's input x_t held fixed. The state is h for
+    vanilla cells and GRU, and the pair (h, c) for LSTM (a 2H x 2H Jacobian). For vanilla cells the document's
+    bound max|f'(z_t)| * sigma_max(W_hh) is given next to it (it does not apply to gates).
+
+    ``method``: dense (form each Jacobian, full SVD), lanczos (Jacobian-vector and vector-Jacobian products,
+    never the matrix: linalg.largest_singular_values) or auto (dense up to DENSE_LIMIT state units)."""
     step = step_function(probe.cell)
     lstm = probe.cell == "lstm"
     results = []
@@ -167,17 +187,15 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2
                 return torch.cat([h, c])
             return step(x, state, None, *weights)[0]
 
-        jac = torch.func.vmap(torch.func.jacrev(advance))
+        used = ("dense" if dim <= DENSE_LIMIT else "lanczos") if method == "auto" else method
         flat_states, flat_x = states.reshape(steps * s, dim), xs.reshape(steps * s, -1)
-        per_chunk = max(1, chunk_elements // (dim * dim))
-        norms = torch.cat([
-            torch.linalg.matrix_norm(jac(flat_states[i : i + per_chunk], flat_x[i : i + per_chunk]).double(), ord=2)
-            for i in range(0, steps * s, per_chunk)
-        ]).view(steps, s)
-        entry: dict[str, Any] = {"state": STATE_NAMES[probe.cell], "sequences": s,
+        norms, iterations = _step_norms(advance, flat_states, flat_x, used, layer, progress)
+        norms = norms.view(steps, s)
+        entry: dict[str, Any] = {"state": STATE_NAMES[probe.cell], "sequences": s, "method": used,
+                                 "iterations": iterations,
                                  "norm": norms.mean(1).tolist(), "norm_max": norms.max(1).values.tolist()}
         if probe.cell in ("rnn_tanh", "rnn_relu"):
-            sigma = float(torch.linalg.matrix_norm(weights[1].double(), ord=2))
+            sigma = sigma_max(weights[1])
             z = torch.stack([probe.trace.steps[layer][t]["z"].detach()[:s] for t in range(steps)])  # (T, S, H)
             bound = _activation_derivative(probe.cell, z).abs().amax(-1).double() * sigma  # (T, S)
             entry["bound"] = bound.mean(1).tolist()
@@ -188,36 +206,93 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, chunk_elements: int = 2
     return results
 
 
+def _step_norms(advance: Callable[..., torch.Tensor], states: torch.Tensor, xs: torch.Tensor, method: str,
+                layer: int, progress: Progress | None) -> tuple[torch.Tensor, int | None]:
+    """(N,) largest singular value of each d advance(s_i, x_i) / d s_i, in chunks; and the Lanczos iterations
+    the slowest chunk took (None: dense)."""
+    count, dim = states.shape
+    budget = DENSE_CHUNK_ELEMENTS if method == "dense" else LANCZOS_CHUNK_ELEMENTS
+    per_chunk = max(1, budget // (dim * dim if method == "dense" else dim * LANCZOS_MAX_ITERS))
+    batched = torch.func.vmap(advance)
+    norms, iterations = [], None
+    for begin in range(0, count, per_chunk):
+        chunk_states, chunk_x = states[begin : begin + per_chunk], xs[begin : begin + per_chunk]
+        if method == "dense":
+            jacobians = torch.func.vmap(torch.func.jacrev(advance))(chunk_states, chunk_x)
+            norms.append(torch.linalg.matrix_norm(jacobians.double(), ord=2))
+        elif method == "lanczos":
+            def forward(state: torch.Tensor, chunk_x=chunk_x) -> torch.Tensor:
+                return batched(state, chunk_x)
+
+            _, pullback = torch.func.vjp(forward, chunk_states)
+            found = largest_singular_values(
+                lambda v, forward=forward, at=chunk_states: torch.func.jvp(forward, (at,), (v,))[1],
+                lambda u, pullback=pullback: pullback(u)[0], chunk_states.size(0), dim, dtype=states.dtype,
+                device=states.device, max_iters=LANCZOS_MAX_ITERS, generator=_lanczos_generator(states.device))
+            norms.append(found.values.double())
+            iterations = max(iterations or 0, found.iterations)
+        else:
+            raise ValueError(f"unknown method {method!r} (methods: auto, dense, lanczos)")
+        if progress is not None:
+            progress("jacobians", layer, min(begin + per_chunk, count), count)
+    return torch.cat(norms), iterations
+
+
+def _lanczos_generator(device: torch.device) -> torch.Generator:
+    """A fixed start for the iterations: the same numbers every run, and the global RNG left alone (diagnostics
+    during training must not change what training draws)."""
+    return torch.Generator(device=device).manual_seed(0)
+
+
+def sigma_max(matrix: torch.Tensor) -> float:
+    """||W||_2, the largest singular value: a full SVD up to DENSE_LIMIT rows and columns, Lanczos above."""
+    w = matrix.detach()
+    if max(w.shape) <= DENSE_LIMIT:
+        return float(torch.linalg.matrix_norm(w.double(), ord=2))
+    return float(matrix_sigma_max(w.double(), generator=_lanczos_generator(w.device)).values[0])
+
+
 # ---------------------------------------------------------------- 3. W_hh spectra
 
 
-def matrix_spectrum(matrix: torch.Tensor, eigenvalues: bool = False) -> dict[str, Any]:
+def matrix_spectrum(matrix: torch.Tensor, eigenvalues: bool = False,
+                    eigen_limit: int | None = EIGEN_LIMIT) -> dict[str, Any]:
     """sigma_max (= ||W||_2), the spectral radius rho = max |eigenvalue| (square matrices only), and
-    whether they differ by more than 5%: equal for normal matrices, sigma_max > rho otherwise."""
+    whether they differ by more than 5%: equal for normal matrices, sigma_max > rho otherwise.
+
+    ``eigenvalues`` lists them all too. A dense eigendecomposition costs O(H^3) (seconds for a 1500 x 1500
+    block), so above ``eigen_limit`` units it is skipped (rho None, ``eigen_skipped`` True); None: no limit."""
     w = matrix.detach().double()
-    sigma = float(torch.linalg.matrix_norm(w, ord=2))
+    sigma = sigma_max(w)
     out: dict[str, Any] = {"shape": list(w.shape), "sigma_max": sigma, "spectral_radius": None, "non_normal": None}
-    if w.size(0) == w.size(1):
-        eig = torch.linalg.eigvals(w)
-        rho = float(eig.abs().max())
-        out["spectral_radius"] = rho
-        out["non_normal"] = bool(sigma > 0 and (sigma - rho) / sigma > NON_NORMAL_GAP)
-        if eigenvalues:
-            out["eigenvalues"] = {"real": eig.real.tolist(), "imag": eig.imag.tolist()}
+    if w.size(0) != w.size(1):
+        return out
+    if eigen_limit is not None and w.size(0) > eigen_limit:
+        out["eigen_skipped"] = True
+        return out
+    eig = torch.linalg.eigvals(w)
+    rho = float(eig.abs().max())
+    out["spectral_radius"] = rho
+    out["non_normal"] = bool(sigma > 0 and (sigma - rho) / sigma > NON_NORMAL_GAP)
+    if eigenvalues:
+        out["eigenvalues"] = {"real": eig.real.tolist(), "imag": eig.imag.tolist()}
     return out
 
 
-def recurrent_spectra(rnn: nn.Module, eigenvalues: bool = False) -> list[dict[str, Any]]:
-    """Per layer: the whole W_hh and, for LSTM / GRU, each gate's (H, H) block."""
+def recurrent_spectra(rnn: nn.Module, eigenvalues: bool = False, eigen_limit: int | None = EIGEN_LIMIT,
+                      progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Per layer: the whole W_hh and, for LSTM / GRU, each gate's (H, H) block (the options: matrix_spectrum)."""
     cell = rnn.cell
     results = []
     for layer in range(rnn.num_layers):
+        if progress is not None:
+            progress("spectra", layer, layer, rnn.num_layers)
         w_hh = rnn.layer_weights(layer).weight_hh
         gates = {}
         if cell in ("lstm", "gru"):
             for name, block in zip(GATES[cell], w_hh.chunk(len(GATES[cell]), dim=0)):
-                gates[name] = matrix_spectrum(block, eigenvalues)
-        results.append({"whole": matrix_spectrum(w_hh, eigenvalues), "gates": gates})
+                gates[name] = matrix_spectrum(block, eigenvalues, eigen_limit)
+        results.append({"whole": matrix_spectrum(w_hh, eigenvalues, eigen_limit), "gates": gates})
     return results
 
 
@@ -236,8 +311,9 @@ def _histogram(values: torch.Tensor) -> dict[str, list[float]]:
 
 
 def saturation(probe: Probe) -> list[dict[str, Any]]:
-    """Per layer: the fraction of tanh inputs with |z| > 5 and a histogram of f'(z) (for relu: the
-    fraction with f'(z) = 0); for gates, the mean and the fraction below 0.05 / above 0.95."""
+    """Per layer: the mean derivative f'(z) of the tanh (relu) units, the fraction partly saturated (|z| > 2)
+    and saturated (|z| > 5; for relu: f'(z) = 0), a histogram of f'(z) per nonlinearity; for gates, the mean
+    and the fractions left- / right-saturated (below 0.1 / above 0.9)."""
     results = []
     for records in probe.trace.steps:
         inputs = _nonlinearity_inputs(probe.cell, records)
@@ -249,30 +325,40 @@ def saturation(probe: Probe) -> list[dict[str, Any]]:
                 entry["zero_derivative_fraction"] = float((z <= 0).double().mean())
             else:
                 entry["saturated_fraction"] = float((z.abs() > TANH_SATURATION).double().mean())
+                entry["partly_saturated_fraction"] = float((z.abs() > TANH_PARTLY_SATURATED).double().mean())
             nonlinearities[name] = entry
         gates = {}
         for name in SIGMOID_GATES[probe.cell]:
             g = torch.stack([r[name].detach() for r in records]).double()
             low, high = float((g < GATE_LOW).double().mean()), float((g > GATE_HIGH).double().mean())
-            gates[name] = {"mean": float(g.mean()), "below_0.05": low, "above_0.95": high,
+            gates[name] = {"mean": float(g.mean()), "left_saturated": low, "right_saturated": high,
                            "saturated_fraction": low + high}
         all_z = torch.cat([z.flatten() for z in inputs.values()])
-        saturated = (all_z <= 0) if probe.cell == "rnn_relu" else (all_z.abs() > TANH_SATURATION)
-        threshold = None if probe.cell == "rnn_relu" else TANH_SATURATION  # relu: the zero-derivative side
-        results.append({"threshold": threshold, "saturated_fraction": float(saturated.double().mean()),
-                        "nonlinearities": nonlinearities, "gates": gates})
+        relu = probe.cell == "rnn_relu"
+        saturated = (all_z <= 0) if relu else (all_z.abs() > TANH_SATURATION)
+        results.append({
+            "threshold": None if relu else TANH_SATURATION,  # relu: the zero-derivative side
+            "partial_threshold": None if relu else TANH_PARTLY_SATURATED,
+            "gate_thresholds": [GATE_LOW, GATE_HIGH],
+            "mean_derivative": float(_activation_derivative(probe.cell, all_z).mean()),
+            "saturated_fraction": float(saturated.double().mean()),
+            "partly_saturated_fraction": None if relu else float((all_z.abs() > TANH_PARTLY_SATURATED).double().mean()),
+            "nonlinearities": nonlinearities, "gates": gates})
     return results
 
 
 # ---------------------------------------------------------------- 5. verdict
 
 
-def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any], steps: int) -> dict[str, Any]:
-    """vanishing / exploding / healthy, from how ||d cost_n / d h_t|| changes across the probe window."""
+def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any], steps: int,
+            cell: str = "rnn_tanh") -> dict[str, Any]:
+    """vanishing / exploding / healthy, from how ||d cost_n / d h_t|| changes across the probe window; the reason
+    names the weights (sigma_max of the whole W_hh), the saturation, and which of them limits the gradient."""
     ratio, gain = flow["ratio"], flow["gain_per_step"]
-    sigma = max([spectrum["whole"]["sigma_max"]] + [g["sigma_max"] for g in spectrum["gates"].values()])
+    sigma = spectrum["whole"]["sigma_max"]
     numbers = {"ratio": ratio, "gain_per_step": gain, "steps": steps, "sigma_max": sigma,
-               "saturated_fraction": sat["saturated_fraction"]}
+               "mean_derivative": sat["mean_derivative"], "saturated_fraction": sat["saturated_fraction"],
+               "partly_saturated_fraction": sat["partly_saturated_fraction"]}
     if ratio is None:
         return {"verdict": "undetermined", "numbers": numbers,
                 "reason": "the gradient of the last step's loss is zero or not finite at the last step"}
@@ -286,6 +372,40 @@ def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any],
         kind, reason = "exploding", f"||dcost_n/dh_t|| grows {ratio:.3g}-fold {span}"
     else:
         kind, reason = "healthy", f"||dcost_n/dh_t|| changes {ratio:.3g}-fold {span}"
-    what = "with zero derivative" if sat["threshold"] is None else "saturated"
-    reason += f"; sigma_max(W_hh) = {sigma:.3g}, {100 * sat['saturated_fraction']:.1f}% of units {what}"
+    reason += f"; sigma_max(W_hh) = {sigma:.3g}; {_saturation_words(sat)}"
+    cause = _limiting_factor(kind, gain, sigma, sat, cell)
+    if cause:
+        reason += f"; {cause}"
     return {"verdict": kind, "reason": reason, "numbers": numbers}
+
+
+def _saturation_words(sat: dict[str, Any]) -> str:
+    if sat["threshold"] is None:  # relu
+        return f"mean relu'(z) {sat['mean_derivative']:.2f} ({100 * sat['saturated_fraction']:.1f}% of units at 0)"
+    return (f"mean f'(z) {sat['mean_derivative']:.2f} ({100 * sat['partly_saturated_fraction']:.1f}% of |z| > "
+            f"{sat['partial_threshold']:g}, {100 * sat['saturated_fraction']:.1f}% > {sat['threshold']:g})")
+
+
+def _limiting_factor(kind: str, gain: float | None, sigma: float, sat: dict[str, Any], cell: str) -> str:
+    """Whether the weights or the saturation set the gradient's fate (vanilla cells: one step multiplies it by
+    diag(f'(z)) W_hh, at most max|f'| sigma_max; for LSTM, the forget gate scales the cell-state path)."""
+    if cell == "lstm" and "f" in sat["gates"]:
+        forget = sat["gates"]["f"]
+        if kind == "vanishing":
+            return (f"forget gate mean {forget['mean']:.2f}, {100 * forget['left_saturated']:.0f}% of units below "
+                    f"{GATE_LOW:g}: the cell state forgets")
+        return ""
+    if cell not in ("rnn_tanh", "rnn_relu"):
+        return ""
+    derivative = sat["mean_derivative"]
+    if kind == "vanishing":
+        if sigma >= 1:
+            return (f"saturation, not the weights, makes it vanish: sigma_max >= 1, but units pass on average "
+                    f"{derivative:.2f} of the gradient")
+        return "the weights make it vanish: sigma_max(W_hh) < 1 shrinks it at every step"
+    if sigma > 1 and gain is not None and gain < SATURATION_LIMITS * sigma:
+        return (f"saturation limits the growth: x{gain:.3g} per step against sigma_max {sigma:.3g}, with mean f'(z) "
+                f"{derivative:.2f}")
+    if kind == "exploding":
+        return f"the weights make it explode: sigma_max(W_hh) = {sigma:.3g} > 1 and little saturation"
+    return ""

@@ -23,9 +23,10 @@ EXPLANATIONS = {
         "summed loss that reaches each layer's outputs over the whole window, bottom layer first: it shrinks down a "
         "plain deep stack; residual or dense skip connections keep it up."),
     "jacobian.png": (
-        "The Jacobian chain. The exact largest singular value of d h_t / d h_{t-1} at each step (for an LSTM, of the "
+        "The Jacobian chain. The largest singular value of d h_t / d h_{t-1} at each step (for an LSTM, of the "
         "Jacobian of (h_t, c_t) with respect to (h_{t-1}, c_{t-1}); in a dilated layer with respect to the state d "
-        "steps back), next to the document's bound "
+        "steps back; a full SVD of the Jacobian for states of up to 512 units, Lanczos iteration on Jacobian-vector "
+        "products above, never forming the matrix), next to the document's bound "
         "max|f'(z_t)| * sigma_max(W_hh) for vanilla cells. Values below 1 shrink the gradient at that step, above 1 "
         "grow it."),
     "spectrum.png": (
@@ -36,9 +37,10 @@ EXPLANATIONS = {
         "hide."),
     "saturation.png": (
         "Saturation. Left: the distribution of the derivative f'(z) of each tanh (or relu) in the cell over the probe "
-        "batch; mass near 0 means saturated units that pass almost no gradient (|z| > 5 gives tanh'(z) < 0.0002). "
-        "Right, for gated cells: each gate's mean and the fraction saturated below 0.05 or above 0.95; a forget gate "
-        "near 1 keeps the cell state (and its gradient), near 0 erases it."),
+        "batch; mass near 0 means saturated units that pass almost no gradient (|z| > 2 gives tanh'(z) < 0.071, "
+        "|z| > 5 tanh'(z) < 0.0002). The mean derivative is the threshold-free number: one step scales the gradient "
+        "by diag(f'(z)) W_hh. Right, for gated cells: each gate's mean and the fraction saturated below 0.1 or above "
+        "0.9 (Karpathy et al. 2015); a forget gate near 1 keeps the cell state (and its gradient), near 0 erases it."),
 }
 
 
@@ -175,7 +177,8 @@ def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
             ax.plot(centers, hist["fraction"], marker="o", ms=3, label=f"f'({name})")
         ax.set_xlabel("f'(z)")
         ax.set_ylabel("fraction")
-        ax.set_title(f"layer {entry['layer']}: {100 * sat['saturated_fraction']:.1f}% saturated")
+        ax.set_title(f"layer {entry['layer']}: mean f'(z) {sat['mean_derivative']:.2f}, "
+                     f"{100 * sat['saturated_fraction']:.1f}% saturated")
         ax.legend(fontsize=7)
         if gated:
             ax = row[1]
@@ -183,7 +186,7 @@ def plot_saturation(diagnosis: dict[str, Any], path: Path) -> None:
             xs = range(len(names))
             ax.bar([x - 0.2 for x in xs], [sat["gates"][n]["mean"] for n in names], width=0.4, label="mean")
             ax.bar([x + 0.2 for x in xs], [sat["gates"][n]["saturated_fraction"] for n in names], width=0.4,
-                   label="saturated (<0.05 or >0.95)")
+                   label="saturated (<0.1 or >0.9)")
             ax.set_xticks(list(xs), names)
             ax.set_ylim(0, 1)
             ax.set_title(f"layer {entry['layer']} gates")
@@ -206,18 +209,17 @@ def render_html(diagnosis: dict[str, Any], images: dict[str, bytes], title: str)
     for entry in diagnosis["layers"]:
         v = entry["verdict"]
         whole = entry["spectrum"]["whole"]
-        rho = "n/a (not square)" if whole["spectral_radius"] is None else f"{whole['spectral_radius']:.4g}"
+        rho = _radius(whole)
         rows.append(
             f"<tr class='{esc(v['verdict'])}'><td>{entry['layer']}</td><td><b>{esc(v['verdict'])}</b></td>"
             f"<td>{esc(v['reason'])}</td><td>{_number(entry['gradient_flow']['depth_norm'])}</td>"
-            f"<td>{whole['sigma_max']:.4g}</td><td>{rho}</td>"
-            f"<td>{100 * entry['saturation']['saturated_fraction']:.2f}%</td></tr>")
+            f"<td>{whole['sigma_max']:.4g}</td><td>{rho}</td>{_saturation_cells(entry['saturation'])}</tr>")
     gates = []
     for entry in diagnosis["layers"]:
         for name, block in entry["spectrum"]["gates"].items():
-            flag = "yes" if block["non_normal"] else "no"
+            flag = {True: "yes", False: "no", None: "n/a"}[block["non_normal"]]
             gates.append(f"<tr><td>{entry['layer']}</td><td>{esc(name)}</td><td>{block['sigma_max']:.4g}</td>"
-                         f"<td>{block['spectral_radius']:.4g}</td><td>{flag}</td></tr>")
+                         f"<td>{_radius(block)}</td><td>{flag}</td></tr>")
     gate_table = ""
     if gates:
         gate_table = ("<h3>W_hh per gate block</h3><table><tr><th>layer</th><th>gate</th><th>sigma_max</th>"
@@ -243,13 +245,35 @@ probe batch of {probe['batch']} sequences, {probe['steps']} steps, measured thro
 on the model's own weights (eval mode). Verdict thresholds: the gradient of the last step's loss falling more than
 100-fold across the probe window is <i>vanishing</i>, growing more than 100-fold <i>exploding</i>.</p>
 <table><tr><th>layer</th><th>verdict</th><th>why</th><th>gradient reaching the layer</th><th>sigma_max(W_hh)</th>
-<th>rho(W_hh)</th>
-<th>saturated</th></tr>{''.join(rows)}</table>
+<th>rho(W_hh)</th><th>mean f'(z)</th><th>|z| &gt; 2</th><th>|z| &gt; 5 (relu: f' = 0)</th></tr>{''.join(rows)}</table>
+<p>sigma_max(W_hh) is the largest singular value of the whole recurrent matrix (for LSTM / GRU the gate blocks
+stacked, 4H x H / 3H x H); the gate blocks' own values are in the table below. {_eigen_text(diagnosis)}</p>
 {gate_table}
 {''.join(figures)}
 <p>Every number is in diagnostics.json (schema: docs/diagnostics.md).</p>
 </body></html>
 """
+
+
+def _radius(block: dict[str, Any]) -> str:
+    if block["spectral_radius"] is not None:
+        return f"{block['spectral_radius']:.4g}"
+    return "skipped (large)" if block.get("eigen_skipped") else "n/a (not square)"
+
+
+def _saturation_cells(sat: dict[str, Any]) -> str:
+    partly = sat.get("partly_saturated_fraction")
+    partly_text = "n/a" if partly is None else f"{100 * partly:.2f}%"
+    return (f"<td>{sat['mean_derivative']:.3f}</td><td>{partly_text}</td>"
+            f"<td>{100 * sat['saturated_fraction']:.2f}%</td>")
+
+
+def _eigen_text(diagnosis: dict[str, Any]) -> str:
+    limit = diagnosis.get("eigen_limit")
+    if limit is None:
+        return "Every block's eigenvalues were computed."
+    return (f"Eigenvalues (rho, the spectrum plot) are computed for blocks of up to {limit} units; larger ones are "
+            "skipped (a dense eigendecomposition is O(H^3)): <code>rnnlab diagnose --eigenvalues</code> computes them.")
 
 
 def _layers_text(diagnosis: dict[str, Any]) -> str:
