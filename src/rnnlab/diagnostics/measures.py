@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.diagnostics.linalg import largest_singular_values, matrix_sigma_max
+from rnnlab.diagnostics.linalg import MatVec, largest_singular_values, matrix_sigma_max
 from rnnlab.nn.cells import (
     GATES,
     SIGMOID_GATES,
@@ -48,7 +48,8 @@ DENSE_LIMIT = 512  # state units (or matrix rows/columns) up to which a full SVD
 EIGEN_LIMIT = 768  # W_hh blocks up to this size get their eigenvalues by default (a dense eig is O(H^3))
 DENSE_CHUNK_ELEMENTS = 2**25  # Jacobian entries formed at once on the dense path
 LANCZOS_CHUNK_ELEMENTS = 2**27  # state entries (times iterations) kept at once on the Lanczos path
-LANCZOS_MAX_ITERS = 80
+LANCZOS_MAX_ITERS = 100
+LANCZOS_TOL = 1e-6  # relative change per iteration; float32 products settle at ~1e-7
 STATE_NAMES = {"lstm": "(h, c)", "gru": "h", "rnn_tanh": "h", "rnn_relu": "h"}
 
 
@@ -189,7 +190,12 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, method: str = "auto",
 
         used = ("dense" if dim <= DENSE_LIMIT else "lanczos") if method == "auto" else method
         flat_states, flat_x = states.reshape(steps * s, dim), xs.reshape(steps * s, -1)
-        norms, iterations = _step_norms(advance, flat_states, flat_x, used, layer, progress)
+        records = {name: torch.cat([probe.trace.steps[layer][t][name].detach()[:s] for t in range(steps)])
+                   for name in probe.trace.steps[layer][0]}
+        operator = step_jacobian_operator(
+            probe.cell, weights[1], weights[3], records, torch.cat([h.detach()[:s] for h in prev_h]),
+            torch.cat([c.detach()[:s] for c in prev_c]) if lstm else None)
+        norms, iterations = _step_norms(advance, flat_states, flat_x, used, layer, progress, operator)
         norms = norms.view(steps, s)
         entry: dict[str, Any] = {"state": STATE_NAMES[probe.cell], "sequences": s, "method": used,
                                  "iterations": iterations,
@@ -207,28 +213,37 @@ def jacobian_norms(probe: Probe, max_sequences: int = 4, method: str = "auto",
 
 
 def _step_norms(advance: Callable[..., torch.Tensor], states: torch.Tensor, xs: torch.Tensor, method: str,
-                layer: int, progress: Progress | None) -> tuple[torch.Tensor, int | None]:
+                layer: int, progress: Progress | None,
+                operator: Callable[[slice], tuple[MatVec, MatVec]] | None = None) -> tuple[torch.Tensor, int | None]:
     """(N,) largest singular value of each d advance(s_i, x_i) / d s_i, in chunks; and the Lanczos iterations
-    the slowest chunk took (None: dense)."""
+    the slowest chunk took (None: dense). ``operator(rows)`` gives the products with the Jacobians of those
+    rows (step_jacobian_operator); without it, torch.func.jvp / vjp through ``advance`` give them."""
     count, dim = states.shape
     budget = DENSE_CHUNK_ELEMENTS if method == "dense" else LANCZOS_CHUNK_ELEMENTS
     per_chunk = max(1, budget // (dim * dim if method == "dense" else dim * LANCZOS_MAX_ITERS))
     batched = torch.func.vmap(advance)
     norms, iterations = [], None
+    if progress is not None:
+        progress("jacobians", layer, 0, count)
     for begin in range(0, count, per_chunk):
-        chunk_states, chunk_x = states[begin : begin + per_chunk], xs[begin : begin + per_chunk]
+        rows = slice(begin, begin + per_chunk)
+        chunk_states, chunk_x = states[rows], xs[rows]
         if method == "dense":
             jacobians = torch.func.vmap(torch.func.jacrev(advance))(chunk_states, chunk_x)
             norms.append(torch.linalg.matrix_norm(jacobians.double(), ord=2))
         elif method == "lanczos":
-            def forward(state: torch.Tensor, chunk_x=chunk_x) -> torch.Tensor:
-                return batched(state, chunk_x)
+            if operator is not None:
+                matvec, rmatvec = operator(rows)
+            else:
+                def forward(state: torch.Tensor, chunk_x=chunk_x) -> torch.Tensor:
+                    return batched(state, chunk_x)
 
-            _, pullback = torch.func.vjp(forward, chunk_states)
-            found = largest_singular_values(
-                lambda v, forward=forward, at=chunk_states: torch.func.jvp(forward, (at,), (v,))[1],
-                lambda u, pullback=pullback: pullback(u)[0], chunk_states.size(0), dim, dtype=states.dtype,
-                device=states.device, max_iters=LANCZOS_MAX_ITERS, generator=_lanczos_generator(states.device))
+                _, pullback = torch.func.vjp(forward, chunk_states)
+                matvec = lambda v, forward=forward, at=chunk_states: torch.func.jvp(forward, (at,), (v,))[1]  # noqa: E731
+                rmatvec = lambda u, pullback=pullback: pullback(u)[0]  # noqa: E731
+            found = largest_singular_values(matvec, rmatvec, chunk_states.size(0), dim, dtype=states.dtype,
+                                            device=states.device, tol=LANCZOS_TOL, max_iters=LANCZOS_MAX_ITERS,
+                                            generator=_lanczos_generator(states.device))
             norms.append(found.values.double())
             iterations = max(iterations or 0, found.iterations)
         else:
@@ -236,6 +251,67 @@ def _step_norms(advance: Callable[..., torch.Tensor], states: torch.Tensor, xs: 
         if progress is not None:
             progress("jacobians", layer, min(begin + per_chunk, count), count)
     return torch.cat(norms), iterations
+
+
+def step_jacobian_operator(
+    cell: str, w_hh: torch.Tensor, b_hh: torch.Tensor | None, records: dict[str, torch.Tensor], prev_h: torch.Tensor,
+    prev_c: torch.Tensor | None,
+) -> Callable[[slice], tuple[MatVec, MatVec]]:
+    """Products with the step Jacobians d state_t / d state_{t-1} of N items (rows: steps x sequences), written
+    out from the cell's equations with the gate values the reference pass recorded: each product is one
+    (N, H) x (H, G*H) matrix product and elementwise work, about a third of a torch.func.jvp through the step
+    (which recomputes the forward pass). Equal to autograd's products (tested for every cell).
+
+    ``records``: the step intermediates stacked over the items, (N, H) each; state = h, or (h, c) for lstm."""
+    hidden = w_hh.size(1)
+
+    def operator(rows: slice) -> tuple[MatVec, MatVec]:
+        r = {name: value[rows] for name, value in records.items()}
+        h_prev = prev_h[rows]
+        if cell in ("rnn_tanh", "rnn_relu"):
+            slope = _activation_derivative(cell, r["z"])
+            return (lambda v: slope * (v @ w_hh.t()),
+                    lambda u: (slope * u) @ w_hh)
+        if cell == "lstm":
+            i, f, g, o, c = r["i"], r["f"], r["g"], r["o"], r["c"]
+            c_prev = prev_c[rows]
+            tanh_c = torch.tanh(c)
+            di, df, dg, do = i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)
+            through_c = o * (1 - tanh_c * tanh_c)
+
+            def matvec(v: torch.Tensor) -> torch.Tensor:
+                v_h, v_c = v[:, :hidden], v[:, hidden:]
+                u_i, u_f, u_g, u_o = (v_h @ w_hh.t()).chunk(4, dim=-1)
+                dc = df * u_f * c_prev + f * v_c + di * u_i * g + i * dg * u_g
+                return torch.cat([do * u_o * tanh_c + through_c * dc, dc], dim=-1)
+
+            def rmatvec(u: torch.Tensor) -> torch.Tensor:
+                u_h, u_c = u[:, :hidden], u[:, hidden:]
+                to_c = u_c + u_h * through_c
+                gates = torch.cat([to_c * g * di, to_c * c_prev * df, to_c * i * dg, u_h * tanh_c * do], dim=-1)
+                return torch.cat([gates @ w_hh, to_c * f], dim=-1)
+
+            return matvec, rmatvec
+        if cell == "gru":
+            reset, update, new = r["r"], r["z"], r["n"]
+            w_n = w_hh[2 * hidden :]
+            h_n = h_prev @ w_n.t() + (0 if b_hh is None else b_hh[2 * hidden :])  # W_hn h + b_hn, inside r * (...)
+            dr, dz, dn = reset * (1 - reset), update * (1 - update), 1 - new * new
+
+            def matvec(v: torch.Tensor) -> torch.Tensor:
+                u_r, u_z, u_n = (v @ w_hh.t()).chunk(3, dim=-1)
+                d_new = dn * (dr * u_r * h_n + reset * u_n)
+                return (1 - update) * d_new + dz * u_z * (h_prev - new) + update * v
+
+            def rmatvec(u: torch.Tensor) -> torch.Tensor:
+                to_new = u * (1 - update) * dn
+                gates = torch.cat([to_new * h_n * dr, u * (h_prev - new) * dz, to_new * reset], dim=-1)
+                return gates @ w_hh + u * update
+
+            return matvec, rmatvec
+        raise ValueError(f"unknown cell {cell!r}")
+
+    return operator
 
 
 def _lanczos_generator(device: torch.device) -> torch.Generator:
