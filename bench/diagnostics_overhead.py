@@ -1,4 +1,4 @@
-"""Training slowdown from in-training diagnostics (diagnostics.every_steps = N) on ptb-small.
+"""Training slowdown from in-training diagnostics (diagnostics.every_steps = N), ptb-small or another preset.
 
 Runs the same trainer with diagnostics off and on, alternating, in one process, on the same data,
 and prints tokens/s of each and the slowdown; also the cost of one diagnostics probe against the
@@ -6,6 +6,7 @@ cost of the N steps it is amortised over.
 
     python bench/diagnostics_overhead.py                   # N = 500, 1000 timed steps, 2 rounds
     python bench/diagnostics_overhead.py --every 500 --steps 1500 --rounds 3
+    python bench/diagnostics_overhead.py --preset ptb-medium --direct   # one probe against 500 steps only
 """
 
 from __future__ import annotations
@@ -28,25 +29,33 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--preset", default="ptb-small")
+    parser.add_argument("--direct", action="store_true",
+                        help="skip the end-to-end runs: time the steps and one probe only")
     args = parser.parse_args()
 
     full = load_corpus(load_config().data)
     corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:20_000],
                                              "test": full.splits["test"][:500]}, full.oov)
-    base = load_config("ptb-small", overrides=["train.device=cpu"])
+    base = load_config(args.preset, overrides=["train.device=cpu"])
     measured = base.with_overrides({"diagnostics.every_steps": args.every})
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {args.preset}, {args.steps} timed "
+          f"steps, {args.rounds} rounds (median)")
     off, on = [], []
     trainer = None
-    for _ in range(args.rounds):
+    if args.direct:
+        speed, trainer = trainer_tokens_per_s(measured.with_overrides({"diagnostics.every_steps": 0}), corpus,
+                                              args.steps)
+        off.append(speed)
+    for _ in range(0 if args.direct else args.rounds):
         off.append(trainer_tokens_per_s(base, corpus, args.steps)[0])
         speed, trainer = trainer_tokens_per_s(measured, corpus, args.steps)
         on.append(speed)
-    slowdown = 1 - statistics.median(on) / statistics.median(off)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, ptb-small, {args.steps} timed steps, "
-          f"{args.rounds} rounds (median)")
-    print(f"diagnostics off {statistics.median(off):8.0f} tokens/s  every {args.every} steps "
-          f"{statistics.median(on):8.0f} tokens/s  slowdown {100 * slowdown:.2f}%  "
-          f"(rounds off {[round(x) for x in off]}, on {[round(x) for x in on]})")
+    if on:
+        slowdown = 1 - statistics.median(on) / statistics.median(off)
+        print(f"diagnostics off {statistics.median(off):8.0f} tokens/s  every {args.every} steps "
+              f"{statistics.median(on):8.0f} tokens/s  slowdown {100 * slowdown:.2f}%  "
+              f"(rounds off {[round(x) for x in off]}, on {[round(x) for x in on]})")
 
     # The same question asked directly: one probe against the N steps it is spread over.
     inputs, targets = trainer.workload.probe_batch(measured.diagnostics.batch, measured.diagnostics.length)

@@ -25,6 +25,7 @@ VARIANTS = {
     "adaptive": ["model.output=adaptive"],
     "adaptive-div2": ["model.output=adaptive", "output.div_value=2"],  # wider tail projections (100, 50 units)
     "nce": ["model.output=nce", "output.num_samples=1024"],
+    "nce-k64": ["model.output=nce", "output.num_samples=64", "output.replacement=true"],  # Mnih & Teh's k, i.i.d.
     "subword": ["data.level=subword", "data.vocab_size=8000"],
 }
 
