@@ -83,7 +83,7 @@ def test_plot_compares_runs(tiny_corpus_dir, tmp_path, capsys):
     assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
-    assert main(["plot", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert main(["plot", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
@@ -103,12 +103,12 @@ def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "valid accuracy" in captured.out and "window" in captured.err
     for option in (["--data", str(tmp_path)], ["--batch-size", "2"], ["--mc-samples", "2"]):
-        assert main(["eval", "--checkpoint", str(run), *option]) == 1
+        assert main(["eval", "--checkpoint", str(run), *option]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{option[0]} applies to language models" in err
-    assert main(["train", "--resume", str(run), "--data", str(tmp_path)]) == 1
+    assert main(["train", "--resume", str(run), "--data", str(tmp_path)]) == 2
     assert "--data applies to language models" in capsys.readouterr().err
-    assert main(["generate", "--checkpoint", str(run)]) == 1
+    assert main(["generate", "--checkpoint", str(run)]) == 2
     assert "language-model checkpoint" in capsys.readouterr().err
 
 
@@ -169,7 +169,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(case, tiny_corpus_dir, tmp_pa
     except SystemExit as exc:  # argparse's own usage errors
         code = exc.code
     captured = capsys.readouterr()
-    assert code not in (0, None)
+    assert code == 2, "bad input exits with 2, as argparse does"
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0], captured.err
     assert "Traceback" not in captured.err
@@ -181,7 +181,7 @@ def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(tiny_corpus_dir, run, "train.max_steps=2") == 0
     capsys.readouterr()
-    assert main(["train", "--resume", str(run), "--set", "model.hidden_size=32"]) == 1
+    assert main(["train", "--resume", str(run), "--set", "model.hidden_size=32"]) == 2
     assert "cannot change model.hidden_size" in capsys.readouterr().err
 
 

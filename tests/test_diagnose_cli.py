@@ -55,7 +55,7 @@ def test_diagnose_needs_out_and_a_loadable_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nope")
-    assert main(["diagnose", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 1
+    assert main(["diagnose", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 

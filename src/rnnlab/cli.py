@@ -7,7 +7,6 @@ that does not load) ends as one line on stderr and a non-zero exit code, never a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -28,10 +27,14 @@ from rnnlab.config import (
     read_preset,
 )
 from rnnlab.data.corpus import BUILTIN_PREFIX
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import CheckpointError, ConfigError, DataError, RnnlabError
+from rnnlab.io import strict_json
 
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+# Exit codes, as argparse and Unix tools use them: 2 for bad input (usage, config, data, checkpoint), 1 for a
+# failure while running (divergence, disk full), 128 + the signal's number when a signal stopped training.
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,13 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr, force=True)
     try:
         return args.handler(args)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"rnnlab: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except RnnlabError as exc:
         print(f"rnnlab: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_FAILURE
     except OSError as exc:  # disk full, permission denied...: say which file, skip the traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"rnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -254,7 +260,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         on_window=bar.update_to if bar is not None else None, mc_samples=args.mc_samples)
     if bar is not None:
         bar.close()
-    print(json.dumps({"checkpoint": str(path), "split": args.split, **metrics}) if args.json else line)
+    print(strict_json({"checkpoint": str(path), "split": args.split, **metrics}) if args.json else line)
     return 0
 
 
@@ -379,7 +385,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from rnnlab.data.tokenizers import get_tokenizer
-    from rnnlab.generation import generate
+    from rnnlab.generation import generate_stream
     from rnnlab.training.checkpoint import load_checkpoint, model_from_checkpoint
     from rnnlab.training.trainer import resolve_device
     from rnnlab.training.workloads import workload_class
@@ -390,9 +396,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           f"{config.task.name} task")
     model.to(resolve_device(args.device))
     tokenizer = get_tokenizer(config.data.level, vocab.sentencepiece)  # a subword model brings its own
-    text = generate(model, vocab, tokenizer, prompt=args.prompt, tokens=args.tokens,
-                    temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    print(text)
+    # Streamed: the text appears as it is sampled, so a long --tokens shows output at once.
+    for piece in generate_stream(model, vocab, tokenizer, prompt=args.prompt, tokens=args.tokens,
+                                 temperature=args.temperature, top_k=args.top_k, seed=args.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 

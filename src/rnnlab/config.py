@@ -73,6 +73,8 @@ class DataConfig:
         (0.9, 0.05, 0.05), "train/valid/test fractions when data.path is a single file")
     min_freq: int = setting(1, "training-set count a token needs to enter the vocabulary", low=1)
     max_size: int = setting(0, "largest vocabulary, <unk> and <eos> included (0 = no limit)", low=0)
+    allow_changed: bool = setting(False, "--resume even though the corpus files changed since the checkpoint (by "
+                                  "default a changed content hash is refused)")
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
@@ -282,7 +284,8 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "output":
 
 # Keys a resumed run may change: limits and logging, nothing that alters the maths of training.
 RESUMABLE_KEYS = frozenset({
-    "data.path",  # the corpus may move; the vocabulary check on resume guards its content
+    "data.path",  # the corpus may move; the vocabulary and content-hash checks on resume guard its content
+    "data.allow_changed",
     "train.epochs", "train.max_steps", "train.max_minutes", "train.device", "train.log_every",
     "train.eval_every_steps", "train.tensorboard", "diagnostics.every_steps", "diagnostics.batch",
     "diagnostics.length",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -39,9 +38,9 @@ from rnnlab.data.corpus import Corpus, load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
 from rnnlab.diagnostics import diagnose, gradient_flow, run_probe
-from rnnlab.diagnostics.report import finite_or_null, positive_or_gap, pyplot, save_figure, write_report
+from rnnlab.diagnostics.report import positive_or_gap, pyplot, save_figure, write_report
 from rnnlab.generation import generate
-from rnnlab.io import atomic_write_text
+from rnnlab.io import atomic_write_text, strict_json
 from rnnlab.models.sequence_model import SequenceModel
 from rnnlab.training.loop import clip_gradients
 from rnnlab.training.metrics import read_metrics
@@ -150,7 +149,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(),
             f"full ({row['full_share']:.0%} of the step), {row['sampled_ms']:6.1f} ms sampled: step "
             f"x{row['step_speedup']:.2f} faster")
 
-    atomic_write_text(out / "demo.json", json.dumps(finite_or_null(result), indent=1, allow_nan=False))
+    atomic_write_text(out / "demo.json", strict_json(result, indent=1))
     _plot_gradients(result, out / "gradient_flow.png")
     _plot_language_model(result, out / "lm_training.png")
     atomic_write_text(out / "report.html", _render(result, out))

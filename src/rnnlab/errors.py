@@ -1,8 +1,9 @@
-"""Errors caused by the user's input. The CLI prints them as one line and exits non-zero."""
+"""rnnlab's errors. The CLI prints each as one line: exit code 2 for bad input (ConfigError, DataError,
+CheckpointError), 1 for any other RnnlabError (a failure while running, such as a diverged loss)."""
 
 
 class RnnlabError(Exception):
-    """Base class: a problem with the user's input (config, data, checkpoint), not a bug."""
+    """Base class: a problem the user can act on (their input, or a run that failed), not a bug."""
 
 
 class ConfigError(RnnlabError, ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from rnnlab.data.tokenizers import Tokenizer
@@ -24,10 +26,29 @@ def generate(
 ) -> str:
     """Continue ``prompt`` (read as if it started a line) by ``tokens`` sampled tokens.
 
-    ``temperature`` divides the log-probabilities (< 1 sharpens, > 1 flattens); ``top_k`` > 0
-    samples among the k most likely tokens only. Returns prompt and continuation as text.
-    """
-    if temperature <= 0:
+    ``temperature`` divides the log-probabilities (< 1 sharpens, > 1 flattens; any value > 0 works: a tiny one
+    is greedy); ``top_k`` > 0 samples among the k most likely tokens only. Returns prompt and continuation as
+    text (generate_stream yields it piece by piece)."""
+    return "".join(generate_stream(model, vocab, tokenizer, prompt=prompt, tokens=tokens, temperature=temperature,
+                                   top_k=top_k, seed=seed))
+
+
+@torch.no_grad()  # works on generator functions too: every step of the stream runs without autograd
+def generate_stream(
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    tokenizer: Tokenizer,
+    *,
+    prompt: str = "",
+    tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """generate, as text pieces while the tokens are sampled: the prompt first, then what each token adds to the
+    detokenized text (a piece is held back while the text so far would change, e.g. half a multi-byte
+    character), so ``"".join`` of the pieces is the whole text."""
+    if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
@@ -36,16 +57,25 @@ def generate(
     prompt_tokens = tokenizer.tokenize(prompt) if prompt else []
     prompt_ids, _ = vocab.encode(prompt_tokens)
     context = torch.cat([torch.tensor([vocab.eos_id]), prompt_ids]).to(device)
+    shown = tokenizer.detokenize(prompt_tokens)
+    yield shown
     with evaluating(model):
         features, state = model.features(context.unsqueeze(1))  # (T, 1) -> (T, 1, H)
         sampled: list[int] = []
         for _ in range(tokens):
-            log_probs = model.output.log_probs(features[-1]).squeeze(0).float().cpu()  # (V,)
-            log_probs = log_probs / temperature
-            if 0 < top_k < log_probs.numel():
-                threshold = torch.topk(log_probs, top_k).values[-1]
-                log_probs = log_probs.masked_fill(log_probs < threshold, float("-inf"))
-            next_id = int(torch.multinomial(torch.softmax(log_probs, dim=-1), 1, generator=generator))
+            log_probs = model.output.log_probs(features[-1]).squeeze(0).double().cpu()  # (V,)
+            # Shifted so the best token sits at 0 before dividing: no overflow, however small the temperature.
+            scaled = (log_probs - log_probs.max()) / temperature
+            if 0 < top_k < scaled.numel():
+                threshold = torch.topk(scaled, top_k).values[-1]
+                scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+            next_id = int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
             sampled.append(next_id)
+            text = tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))
+            if text.startswith(shown):
+                yield text[len(shown):]
+                shown = text
             features, state = model.features(torch.tensor([[next_id]], device=device), state)
-    return tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))
+    text = tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))
+    if text != shown and text.startswith(shown):
+        yield text[len(shown):]

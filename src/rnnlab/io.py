@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -50,3 +52,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def finite_or_null(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity (JavaScript's JSON.parse and jq reject them): a number that is not
+    finite (a diverged loss, a norm that overflowed) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """json.dumps that never writes NaN / Infinity (they become null): every JSON rnnlab writes goes through it."""
+    return json.dumps(finite_or_null(value), allow_nan=False, **options)

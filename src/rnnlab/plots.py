@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnlab.diagnostics.report import pyplot, save_figure
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import DataError
 from rnnlab.training.metrics import read_metrics
 
 PANELS = (
@@ -22,7 +22,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.jsonl"
         if not path.is_file():
-            raise RnnlabError(f"{run_dir} has no metrics.jsonl (is it an rnnlab run directory?)")
+            raise DataError(f"{run_dir} has no metrics.jsonl (is it an rnnlab run directory?)")
         runs.append(read_metrics(path))
     labels = labels or [Path(r).name for r in run_dirs]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 BUILTIN_PREFIX = "builtin:"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Corpus:
     oov: dict[str, int]  # split name -> tokens not in the vocabulary (mapped to <unk>)
     # split name -> its text's {"words": ..., "chars": ...} (text_sizes); absent for a split cut short
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    fingerprint: str = ""  # sha256 of the corpus files' bytes: a resume on changed text is refused
 
     def tokens(self, split: str) -> int:
         return int(self.splits[split].numel())
@@ -88,7 +89,8 @@ def load_corpus(config: DataConfig, *, use_cache: bool = True) -> Corpus:
     for name in SPLITS:
         splits[name], oov[name] = vocab.encode(token_lists[name])
         sizes[name] = _split_sizes(root, files, name, tokenizer, token_lists[name])
-    corpus = Corpus(vocab=vocab, level=config.level, splits=splits, oov=oov, sizes=sizes)
+    corpus = Corpus(vocab=vocab, level=config.level, splits=splits, oov=oov, sizes=sizes,
+                    fingerprint=content_fingerprint(files))
     if use_cache:
         _write_cache(key, corpus)
     return corpus
@@ -131,11 +133,12 @@ def _split_files(root: Path) -> list[Path]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Windows editors write one) is not text
 
 
 def _tokenizer(root: Path, files: list[Path], config: DataConfig) -> Tokenizer:
@@ -180,6 +183,18 @@ def cache_dir() -> Path:
     return Path(base) / "rnnlab"
 
 
+def content_fingerprint(files: list[Path]) -> str:
+    """sha256 over the files' names and bytes."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
 def _cache_key(config: DataConfig, files: list[Path]) -> str:
     digest = hashlib.sha256()
     settings = (CACHE_VERSION, config.level, config.min_freq, config.max_size,
@@ -189,12 +204,7 @@ def _cache_key(config: DataConfig, files: list[Path]) -> str:
 
         settings += (config.vocab_size, config.subword_model, sentencepiece.__version__)
     digest.update(repr(settings).encode())
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        try:
-            digest.update(path.read_bytes())
-        except OSError as exc:
-            raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    digest.update(content_fingerprint(files).encode())
     return digest.hexdigest()[:40]
 
 
@@ -205,7 +215,8 @@ def _read_cache(key: str) -> Corpus | None:
     try:
         payload = torch.load(path, weights_only=True)
         return Corpus(vocab=Vocabulary.from_dict(payload["vocab"]), level=payload["level"],
-                      splits=payload["splits"], oov=payload["oov"], sizes=payload["sizes"])
+                      splits=payload["splits"], oov=payload["oov"], sizes=payload["sizes"],
+                      fingerprint=payload["fingerprint"])
     except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
         log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
         return None
@@ -213,7 +224,7 @@ def _read_cache(key: str) -> Corpus | None:
 
 def _write_cache(key: str, corpus: Corpus) -> None:
     payload = {"vocab": corpus.vocab.to_dict(), "level": corpus.level, "splits": corpus.splits,
-               "oov": corpus.oov, "sizes": corpus.sizes}
+               "oov": corpus.oov, "sizes": corpus.sizes, "fingerprint": corpus.fingerprint}
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         atomic_torch_save(payload, cache_dir() / f"{key}.pt")

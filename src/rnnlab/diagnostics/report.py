@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from rnnlab.io import atomic_write_text
+from rnnlab.io import atomic_write_text, strict_json
 
 PLOTS = ("gradient_flow.png", "jacobian.png", "spectrum.png", "saturation.png")
 
@@ -48,7 +47,7 @@ def write_report(diagnosis: dict[str, Any], out_dir: str | Path, title: str = "r
     """Write diagnostics.json, the plots and report.html into ``out_dir``; return the report's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "diagnostics.json", json.dumps(finite_or_null(diagnosis), indent=1, allow_nan=False))
+    atomic_write_text(out / "diagnostics.json", strict_json(diagnosis, indent=1))
     plot_gradient_flow(diagnosis, out / "gradient_flow.png")
     plot_jacobian(diagnosis, out / "jacobian.png")
     plot_spectrum(diagnosis, out / "spectrum.png")
@@ -56,17 +55,6 @@ def write_report(diagnosis: dict[str, Any], out_dir: str | Path, title: str = "r
     page = render_html(diagnosis, {name: (out / name).read_bytes() for name in PLOTS}, title)
     atomic_write_text(out / "report.html", page)
     return out / "report.html"
-
-
-def finite_or_null(value: Any) -> Any:
-    """Strict JSON has no NaN or Infinity: write a norm that overflowed as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_or_null(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------- plots

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import ConfigError
-from rnnlab.io import atomic_write_text
+from rnnlab.io import atomic_write_text, strict_json
 
 
 class MetricsLog:
@@ -26,7 +26,7 @@ class MetricsLog:
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.write(strict_json(record) + "\n")  # a NaN loss is written as null: strict JSON
         self._file.flush()
         if self._tensorboard is not None:
             group = record["event"] if record["event"] != "eval" else f"eval_{record['split']}"

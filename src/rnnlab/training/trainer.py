@@ -352,8 +352,7 @@ class Trainer:
             "carried_state": map_state(lambda s: s.cpu(), self.state),
             "rng": rng_state(),
             # The partial sums behind the next train record, so it reads the same after a resume.
-            "accumulators": {"loss_sum": self._loss_sum.item(), "token_sum": int(self._token_sum.item()),
-                             "log_tokens": self._log_tokens},
+            "accumulators": {"loss_sum": self._loss_sum.item(), "token_sum": int(self._token_sum.item())},
         })
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -361,7 +360,7 @@ class Trainer:
         if _without_resumable(saved_config) != _without_resumable(self.config):
             raise CheckpointError(f"{self.run_dir} was trained with another config; a resume may change "
                                   f"only {', '.join(sorted(RESUMABLE_KEYS))}")
-        self.workload.check_checkpoint(payload, str(self.run_dir))
+        self.workload.check_resume(payload, str(self.run_dir))
         self.model.load_state_dict(payload["model"])
         if payload.get("averaged") is not None:
             self.averaged = AveragedModel(self.model)
@@ -372,10 +371,11 @@ class Trainer:
         self.state = map_state(lambda s: s.to(self.device), payload["carried_state"])
         set_rng_state(payload["rng"])
         # Absent from checkpoints written before the partial sums were saved: start the sums afresh.
-        sums = payload.get("accumulators", {"loss_sum": 0.0, "token_sum": 0, "log_tokens": 0})
+        sums = payload.get("accumulators", {"loss_sum": 0.0, "token_sum": 0})
         self._loss_sum.fill_(sums["loss_sum"])
         self._token_sum.fill_(sums["token_sum"])
-        self._log_tokens = sums["log_tokens"]
+        # tokens_per_s counts from this process's start: tokens trained before the stop took time not measured here
+        self._log_tokens = 0
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.progress.epoch, self.progress.step)
 
 

@@ -15,6 +15,7 @@ command line all ask it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,9 @@ from rnnlab.nn.mode import evaluating
 from rnnlab.training.loop import evaluate, evaluate_mc_dropout
 
 Metrics = dict[str, Any]
+OOV_WARNING = 0.05  # eval warns when more of a split's tokens than this are out of the vocabulary
+
+log = logging.getLogger(__name__)
 EvalProgress = Callable[[int, int], None]
 
 
@@ -87,7 +91,11 @@ class Workload:
         return {}
 
     def check_checkpoint(self, payload: dict[str, Any], where: str) -> None:
-        """Refuse to resume when the data no longer matches the checkpoint."""
+        """Refuse a checkpoint whose data no longer matches (its vocabulary: eval, diagnose)."""
+
+    def check_resume(self, payload: dict[str, Any], where: str) -> None:
+        """Refuse to resume when the data no longer matches the checkpoint (also its text, for a corpus)."""
+        self.check_checkpoint(payload, where)
 
 
 class LanguageModelling(Workload):
@@ -129,8 +137,12 @@ class LanguageModelling(Workload):
         else:
             result = evaluate(model, stream, config.train.bptt, on_window)
         how = f", Monte-Carlo dropout over {mc_samples} samples" if mc_samples else ""
+        oov_rate = oov / max(ids.numel(), 1)
+        if oov_rate > OOV_WARNING:
+            log.warning("warning: %.1f%% of the %s tokens are not in the model's vocabulary (mapped to <unk>): this "
+                        "is probably not the text the model was trained for", 100 * oov_rate, split)
         metrics = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens,
-                   **per_word_and_char(result.loss, result.tokens, sizes), "oov": oov}
+                   **per_word_and_char(result.loss, result.tokens, sizes), "oov": oov, "oov_rate": oov_rate}
         line = (f"{split} perplexity: {result.ppl:.2f} (loss {result.loss:.4f}, {result.tokens} tokens, "
                 f"{oov} out of vocabulary{how}){other_units(metrics, config.data.level)}")
         return {**metrics, "mc_samples": mc_samples}, line
@@ -183,7 +195,8 @@ class LanguageModelling(Workload):
         return columns[:length].to(self.device), columns[1 : length + 1].to(self.device)
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"vocab": self.corpus.vocab.to_dict()}  # a subword vocabulary carries its SentencePiece model
+        # a subword vocabulary carries its SentencePiece model; the fingerprint guards --resume
+        return {"vocab": self.corpus.vocab.to_dict(), "corpus_fingerprint": self.corpus.fingerprint}
 
     def run_files(self) -> dict[str, bytes]:
         # The SentencePiece model as its own file too, for spm_encode / sentencepiece users outside rnnlab.
@@ -194,6 +207,15 @@ class LanguageModelling(Workload):
         if payload.get("vocab") != self.corpus.vocab.to_dict():
             raise CheckpointError(f"the corpus at {self.config.data.path} no longer gives the vocabulary {where} "
                                   "was trained with")
+
+    def check_resume(self, payload: dict[str, Any], where: str) -> None:
+        self.check_checkpoint(payload, where)
+        saved = payload.get("corpus_fingerprint")  # absent from checkpoints written before it was kept
+        changed = saved and self.corpus.fingerprint and saved != self.corpus.fingerprint
+        if changed and not self.config.data.allow_changed:
+            raise CheckpointError(f"the corpus files at {self.config.data.path} changed since {where} was saved (the "
+                                  "same vocabulary, other text); continue on them anyway with --set "
+                                  "data.allow_changed=true")
 
 
 class SyntheticTask(Workload):
