@@ -22,7 +22,7 @@ def _train(corpus_dir, run_dir, *extra):
                  *_sets(*TINY_MODEL, *extra)])
 
 
-def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
+def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert _train(tiny_corpus_dir, run, "train.epochs=2") == 0
     out = capsys.readouterr().out
@@ -43,7 +43,11 @@ def test_train_eval_generate_in_process(tiny_corpus_dir, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--mc-samples", "3", "--json"]) == 0
     sampled = json.loads(capsys.readouterr().out)
     assert sampled["mc_samples"] == 3 and sampled["split"] == "test" and sampled["tokens"] > 0
-    assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0  # with its progress bar
+    assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0  # no terminal: no bar frames
+    captured = capsys.readouterr()
+    assert "test perplexity:" in captured.out and "window" not in captured.err
+    monkeypatch.setattr("rnnlab.cli._terminal", lambda: True)
+    assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0  # on a terminal: its progress bar
     captured = capsys.readouterr()
     assert "test perplexity:" in captured.out and "window" in captured.err
 
@@ -87,7 +91,7 @@ def test_plot_compares_runs(tiny_corpus_dir, tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
-def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
+def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "--preset", "temporal-order-lstm", "--run-dir", str(run),
                  *_sets("task.length=10", "task.steps_per_epoch=3", "task.eval_sequences=20", "model.hidden_size=8",
@@ -99,7 +103,8 @@ def test_a_task_trains_with_the_progress_bar_and_evaluates(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "temporal_order" and report["baseline_accuracy"] == 0.25
-    assert main(["eval", "--checkpoint", str(run)]) == 0  # with its progress bar
+    monkeypatch.setattr("rnnlab.cli._terminal", lambda: True)
+    assert main(["eval", "--checkpoint", str(run)]) == 0  # with its progress bar, on a terminal
     captured = capsys.readouterr()
     assert "valid accuracy" in captured.out and "window" in captured.err
     for option in (["--data", str(tmp_path)], ["--batch-size", "2"], ["--mc-samples", "2"]):
@@ -133,6 +138,7 @@ def _bad_inputs(corpus, tmp):
     for split in ("train", "valid", "test"):
         (empty / f"{split}.txt").write_text("a b c d e f g h\n" * 50 if split == "train" else "")
     (occupied / "metrics.jsonl").write_text("{}\n")
+    (occupied / "best.pt").write_bytes(b"a checkpoint")  # a run with checkpoints: never replaced silently
     return {
         "unknown preset": ["train", "--preset", "ptb-huge"],
         "unknown key": ["train", "--set", "train.learning_rate=1"],
@@ -175,6 +181,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(case, tiny_corpus_dir, tmp_pa
     assert "Traceback" not in captured.err
     if case == "occupied run dir":
         assert (tmp_path / "occupied" / "metrics.jsonl").read_text() == "{}\n", "earlier results are kept"
+        assert (tmp_path / "occupied" / "best.pt").read_bytes() == b"a checkpoint"
 
 
 def test_resume_refuses_model_changes(tiny_corpus_dir, tmp_path, capsys):

@@ -120,8 +120,8 @@ def test_divergence_is_reported_and_keeps_earlier_checkpoints(tiny_corpus_dir, t
     trainer = Trainer(_config(tiny_corpus_dir, "train.epochs=3", "train.log_every=1000"), run, resume=True,
                       observers=(sabotage,))
     sabotage.trainer = trainer
-    with pytest.raises(TrainingDiverged, match="training diverged: the validation loss is nan"):
-        trainer.fit()
+    with pytest.raises(TrainingDiverged, match="training diverged: 10 steps in a row had a non-finite loss"):
+        trainer.fit()  # the first step's infinite update makes the weights NaN: every later step is skipped
     assert {name: (run / name).read_bytes() for name in (BEST, LATEST)} == before
 
 
@@ -140,7 +140,7 @@ def test_a_stop_never_saves_a_diverged_model(tiny_corpus_dir, tmp_path):
     sabotage = Sabotage()
     trainer = Trainer(_config(tiny_corpus_dir, "train.log_every=1000"), tmp_path / "run", observers=(sabotage,))
     sabotage.trainer = trainer
-    with pytest.raises(TrainingDiverged, match="the loss or gradient norm is not finite"):
+    with pytest.raises(TrainingDiverged, match="the weights are not finite"):
         trainer.fit()
     assert not (tmp_path / "run" / LATEST).exists()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import sys
 import time
@@ -90,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", metavar="DIR", help="corpus directory (train.txt, valid.txt, test.txt) "
                        "or one text file; sets data.path")
     train.add_argument("--run-dir", metavar="DIR", help="where checkpoints and metrics go "
-                       "(default runs/NAME-DATE-TIME); must not already hold a run")
+                       "(default runs/NAME-DATE-TIME); one holding checkpoints is refused (--resume it, or "
+                       "--overwrite), one whose run stopped before its first save is reused")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in --run-dir, deleting the checkpoints and metrics of the run there")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest.pt; "
                        f"--set may then change only {', '.join(sorted(RESUMABLE_KEYS))}")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -221,22 +226,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [f"data.path={args.data}"] if args.data else []
         config = load_config(args.preset, args.config, [*args.overrides, *extra])
         check_corpus_options(config, data=args.data)
-        run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None))
+        run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None),
+                               overwrite=args.overwrite)
     config = _absolute_data_path(config)
 
     progress = ProgressBar(enabled=not args.quiet)
     trainer = Trainer(config, run_dir, observers=(progress,), resume=bool(args.resume))
     if not args.quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(trainer))
+    stopper = _StopOnSignal(trainer)
+    previous = {signum: signal.signal(signum, stopper) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.fit()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if result.stopped_by == "interrupted":
-        print(f"interrupted at step {result.steps}; latest.pt is saved. Continue with: "
+        name = signal.Signals(stopper.signum).name if stopper.signum else "a stop request"
+        print(f"stopped by {name} at step {result.steps}; latest.pt is saved. Continue with: "
               f"rnnlab train --resume {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + (stopper.signum or signal.SIGINT)  # as shells report a signal: 130 SIGINT, 143 SIGTERM
     print(f"{result.summary}; stopped by {result.stopped_by} after {result.steps} steps")
     print(f"best checkpoint: {result.best_checkpoint}")
     print(f"metrics: {result.metrics}")
@@ -325,13 +334,18 @@ class _DiagnoseBar:
         self.elapsed = 0.0
         self.current: tuple[str, int] | None = None
         self.bar: Any = None
-        if enabled:
+        self.plain = enabled and not _terminal()  # one line per stage instead of a redrawn bar
+        if enabled and not self.plain:
             from tqdm import tqdm
 
             # probe, gradient flow, saturation, report, and two per-layer stages
             self.bar = tqdm(total=4 + 2 * layers, unit="stage", file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, stage: str, layer: int = 0, done: int = 0, total: int = 1) -> None:
+        if self.plain and (stage, layer) != self.current:
+            self.current = (stage, layer)
+            print(f"diagnose: {stage}" + (f" layer {layer}" if stage in self.PER_LAYER else ""), file=sys.stderr,
+                  flush=True)
         if self.bar is None:
             return
         if (stage, layer) != self.current:
@@ -408,15 +422,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- helpers
 
 
-class ProgressBar:
-    """The CLI's view of training: a tqdm bar with the latest train record, eval lines above it."""
+def _terminal() -> bool:
+    """Progress bars redraw with carriage returns: only for a terminal. A log, CI or `| tee` gets plain lines."""
+    return sys.stderr.isatty()
 
-    def __init__(self, enabled: bool = True) -> None:
+
+class ProgressBar:
+    """The CLI's view of training: on a terminal a tqdm bar with the latest train record and eval lines above it;
+    elsewhere one plain line per train record (train.log_every) and per evaluation."""
+
+    def __init__(self, enabled: bool = True, terminal: bool | None = None) -> None:
         self.enabled = enabled
+        self.terminal = _terminal() if terminal is None else terminal
         self.bar: Any = None
+        self.total = 0
 
     def on_start(self, total_steps: int, done_steps: int) -> None:
-        if self.enabled:
+        self.total = total_steps
+        if self.enabled and self.terminal:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True,
@@ -427,19 +450,29 @@ class ProgressBar:
             self.bar.update(1)
 
     def on_record(self, record: dict[str, Any]) -> None:
-        if self.bar is None:
+        if not self.enabled:
             return
         if record["event"] == "train":
             ppl = f" ppl {record['ppl']:.1f}" if "ppl" in record else ""
             # The exact loss, or a sampled / NCE one under its own name (it is no perplexity).
             name = next(key for key in ("loss", "sampled_loss", "nce_loss") if key in record)
-            self.bar.set_postfix_str(
-                f"ep {record['epoch']} {name.replace('_', ' ')} {record[name]:.4g}{ppl} lr {record['lr']:.3g} "
-                f"gnorm {record['grad_norm']:.3g} {record['tokens_per_s']:.0f} tok/s", refresh=False)
-        elif record["event"] == "eval":
-            self.bar.set_description_str("")
-            self.bar.write(f"epoch {record['epoch']} step {record['step']}: {record['split']} {_headline(record)}",
-                           file=sys.stderr)
+            line = (f"ep {record['epoch']} {name.replace('_', ' ')} {record[name]:.4g}{ppl} lr {record['lr']:.3g} "
+                    f"gnorm {record['grad_norm']:.3g} {record['tokens_per_s']:.0f} tok/s")
+            if self.bar is not None:
+                self.bar.set_postfix_str(line, refresh=False)
+            else:
+                print(f"step {record['step']}/{self.total} {line}", file=sys.stderr, flush=True)
+        elif record["event"] in ("eval", "skipped"):
+            if record["event"] == "eval":
+                text = f"epoch {record['epoch']} step {record['step']}: {record['split']} {_headline(record)}"
+            else:
+                text = (f"step {record['step']}: skipped, non-finite loss or gradient in "
+                        f"{', '.join(record['nonfinite'][:3])} ({record['in_a_row']} in a row)")
+            if self.bar is not None:
+                self.bar.set_description_str("")
+                self.bar.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr, flush=True)
 
     def on_eval_window(self, split: str, done: int, total: int) -> None:
         if self.bar is not None and (done == 1 or done == total or done % 20 == 0):
@@ -461,7 +494,7 @@ def _headline(record: dict[str, Any]) -> str:
 
 
 def _eval_bar(split: str, enabled: bool) -> Any:
-    if not enabled:
+    if not (enabled and _terminal()):
         return None
     from tqdm import tqdm
 
@@ -475,22 +508,51 @@ def _eval_bar(split: str, enabled: bool) -> Any:
     return bar
 
 
-def _stop_on_first_interrupt(trainer: Any):
-    def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_requested:
-            raise KeyboardInterrupt
-        trainer.request_stop()
-        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+class _StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, timeout, docker stop, Kubernetes): the first asks the trainer to stop
+    after the current step and save latest.pt; a second one ends the process at once, unsaved."""
 
-    return handler
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # the second signal: the default action, now
+            signal.signal(signum, signal.SIG_DFL)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        self.trainer.request_stop()
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving latest.pt (send it again to "
+              "end at once, unsaved)", file=sys.stderr)
 
 
-def _new_run_dir(requested: str | None, name: str | None) -> Path:
+RUN_FILES = ("config.toml", "metrics.jsonl", "tokenizer.model", "tensorboard")  # what a run writes besides *.pt
+
+
+def _new_run_dir(requested: str | None, name: str | None, overwrite: bool = False) -> Path:
+    """The run directory of a new run. An existing one is reused when its run never saved a checkpoint (it failed or
+    was killed first: nothing to resume, its config and metrics are replaced); one with checkpoints only with
+    ``overwrite``, which deletes them; one holding anything else never (it may not be a run directory)."""
     if requested:
         run_dir = Path(requested)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"{run_dir} already holds files; continue that run with --resume {run_dir} "
-                              "or choose another --run-dir")
+        if not run_dir.exists() or not any(run_dir.iterdir()):
+            return run_dir
+        entries = [p for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+        checkpoints = [p for p in entries if p.suffix == ".pt"]
+        foreign = [p.name for p in entries if p.suffix != ".pt" and p.name not in RUN_FILES]
+        if foreign:
+            raise ConfigError(f"{run_dir} holds files that are not an rnnlab run's ({', '.join(sorted(foreign)[:3])}); "
+                              "choose another --run-dir")
+        if checkpoints and not overwrite:
+            raise ConfigError(f"{run_dir} holds a run with checkpoints; continue it with --resume {run_dir}, start "
+                              "over with --overwrite (deletes them), or choose another --run-dir")
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        why = "--overwrite" if checkpoints else "its run stopped before its first checkpoint"
+        logging.getLogger(__name__).info("reusing %s (%s)", run_dir, why)
         return run_dir
     stem = f"runs/{name or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, n = Path(stem), 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -17,7 +18,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through ``write(file)`` to a temporary file beside ``path``, fsync it, then rename it
     over ``path`` (atomic on POSIX) and fsync the directory so the rename itself survives a crash."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # permission denied, no such directory: name the file the user asked for
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as handle:
@@ -25,6 +29,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except OSError as exc:  # disk full while writing: the old file is intact, the temporary one goes
+        Path(tmp_name).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -47,7 +54,11 @@ def _umask() -> int:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    """torch.save, atomically. Serialised in memory first: torch wraps a write error (a full disk) in a
+    RuntimeError that names no file; written by plain file I/O it stays an OSError with the path."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

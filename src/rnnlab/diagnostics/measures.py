@@ -468,8 +468,8 @@ def _limiting_factor(kind: str, gain: float | None, sigma: float, sat: dict[str,
     if cell == "lstm" and "f" in sat["gates"]:
         forget = sat["gates"]["f"]
         if kind == "vanishing":
-            return (f"forget gate mean {forget['mean']:.2f}, {100 * forget['left_saturated']:.0f}% of units below "
-                    f"{GATE_LOW:g}: the cell state forgets")
+            return (f"the cell state keeps on average {forget['mean']:.2f} of itself per step (forget gate mean; "
+                    f"{100 * forget['left_saturated']:.0f}% of units below {GATE_LOW:g}): it forgets")
         return ""
     if cell not in ("rnn_tanh", "rnn_relu"):
         return ""

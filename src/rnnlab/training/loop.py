@@ -20,6 +20,7 @@ class StepResult(NamedTuple):
     tokens: torch.Tensor  # tokens scored
     grad_norm: torch.Tensor  # global gradient norm before clipping
     state: State  # final recurrent state, detached: the next window starts from it
+    nonfinite: list[str] | None = None  # a skipped update: the parameters whose gradients were not finite
 
 
 def train_step(
@@ -31,8 +32,14 @@ def train_step(
     *,
     clip_norm: float,
     loss_average: str,
+    skip_nonfinite: bool = True,
 ) -> StepResult:
-    """Forward, backward, clip, update. No host synchronisation: values stay on the device.
+    """Forward, backward, clip, update.
+
+    With ``skip_nonfinite`` a step whose loss or gradient norm is not finite changes nothing: no update, the
+    optimizer state untouched, and the window's incoming state carried on instead of its (non-finite) final
+    one; ``nonfinite`` names the parameters at fault. That check reads one flag from the device per step (as
+    torch.amp.GradScaler does; free on the CPU); without it the step has no host synchronisation.
 
     ``model`` is a ``RecurrentModel`` or a wrapper of one (DistributedDataParallel): the loss comes
     from calling it, so the wrapper sees the whole graph."""
@@ -42,6 +49,10 @@ def train_step(
     divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
     (out.loss / divisor + out.penalty).backward()
     grad_norm = clip_gradients(model.parameters(), clip_norm)
+    if skip_nonfinite and not bool(torch.isfinite(grad_norm) & torch.isfinite(out.loss)):
+        bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state), bad or ["(the loss)"])
     optimizer.step()
     return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(out.state))
 

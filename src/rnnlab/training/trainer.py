@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +73,9 @@ class Progress:
     last_valid_step: int = -1
     epoch_valid_losses: list[float] = field(default_factory=list)  # NT-ASGD's trigger reads them
     averaging_from: int = -1  # the step NT-ASGD started averaging at (-1: not started)
+    skipped_steps: int = 0  # steps whose non-finite loss or gradient was not applied
+    nonfinite_run: int = 0  # of them, in a row up to now
+    nonfinite_first: int = -1  # the first step of that run
 
 
 @dataclass
@@ -132,8 +137,10 @@ class Trainer:
         self._last_grad_norm = torch.zeros((), device=self.device)
         self._log_clock = 0.0
         self._log_tokens = 0
+        self._saved_at = time.monotonic()  # when latest.pt was last written (checkpoint_every_minutes)
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.run_dir)
         if resume:
             self._restore(load_checkpoint(self.run_dir / LATEST))
             truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
@@ -182,6 +189,7 @@ class Trainer:
             return self._result(stopped_by, test=test)
         finally:
             self.metrics.close()
+            remove_stale_temp_files(self.run_dir)
             for obs in self.observers:
                 obs.on_end()
 
@@ -202,14 +210,18 @@ class Trainer:
         with scaled_lr(self.optimizer, lr_scale):
             result = train_step(self.model, self.optimizer, inputs, targets, state,
                                 clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
-        if self.averaged is not None:
-            self.averaged.update_parameters(self.model)
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
-        self._loss_sum += result.loss
-        self._token_sum += result.tokens
-        self._last_grad_norm = result.grad_norm
+        if result.nonfinite is not None:
+            self._skipped(result)
+        else:
+            self.progress.nonfinite_run = 0
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
+            self._loss_sum += result.loss
+            self._token_sum += result.tokens
+            self._last_grad_norm = result.grad_norm
         processed = inputs.shape[0] * inputs.shape[1]  # time steps x sequences
         self._log_tokens += processed
         if self.progress.step % train_cfg.log_every == 0:
@@ -217,8 +229,34 @@ class Trainer:
         every = self.config.diagnostics.every_steps
         if every and self.progress.step % every == 0:
             self._log_diagnostics()
+        self._maybe_checkpoint()
         for obs in self.observers:
             obs.on_step(self.progress.step, processed)
+
+    def _skipped(self, result) -> None:
+        """A step whose loss or gradient was not finite: nothing was applied. Log it; stop after too many in a row."""
+        progress = self.progress
+        progress.skipped_steps += 1
+        if progress.nonfinite_run == 0:
+            progress.nonfinite_first = progress.step
+        progress.nonfinite_run += 1
+        self._emit({"event": "skipped", "epoch": progress.epoch, "step": progress.step,
+                    "loss": float(result.loss), "grad_norm": float(result.grad_norm),
+                    "nonfinite": result.nonfinite[:8], "in_a_row": progress.nonfinite_run})
+        if progress.nonfinite_run >= self.config.train.max_nonfinite_steps:
+            self._diverged(f"{progress.nonfinite_run} steps in a row had a non-finite loss or gradient (the first at "
+                           f"step {progress.nonfinite_first}, in {', '.join(result.nonfinite[:3])}); none was applied")
+
+    def _maybe_checkpoint(self) -> None:
+        """latest.pt mid-epoch, by wall time or by steps, so a kill loses little."""
+        train_cfg = self.config.train
+        by_steps = train_cfg.checkpoint_every_steps and self.progress.step % train_cfg.checkpoint_every_steps == 0
+        by_time = (train_cfg.checkpoint_every_minutes
+                   and time.monotonic() - self._saved_at >= 60 * train_cfg.checkpoint_every_minutes)
+        if by_steps or by_time:
+            paused = time.perf_counter()
+            self._save(self.run_dir / LATEST)
+            self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
 
     def _log_train(self) -> None:
         now = time.perf_counter()
@@ -334,11 +372,30 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _save(self, path: Path) -> None:
+        self._write_checkpoint(path)
+        if path.name == LATEST:
+            self._saved_at = time.monotonic()
+            keep = self.config.train.keep_checkpoints
+            if keep:
+                stamped = self.run_dir / f"step-{self.progress.step:08d}.pt"
+                stamped.unlink(missing_ok=True)
+                try:
+                    os.link(path, stamped)  # the same bytes, no second write
+                except OSError:
+                    shutil.copyfile(path, stamped)
+                for old in sorted(self.run_dir.glob("step-*.pt"))[:-keep]:
+                    old.unlink()
+
+    def _write_checkpoint(self, path: Path) -> None:
         # Never let a diverged model overwrite a good checkpoint: losses since the last train record
         # and the latest gradient norm are checked here (one host sync per checkpoint).
         if not (torch.isfinite(self._loss_sum) and torch.isfinite(self._last_grad_norm)):
             self._diverged(f"the loss or gradient norm is not finite (loss sum {self._loss_sum.item()}, "
                            f"gradient norm {self._last_grad_norm.item()})")
+        # An update can make weights non-finite with finite gradients (an infinite learning rate): never save those.
+        bad = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            self._diverged(f"the weights are not finite ({', '.join(bad[:3])})")
         # best.pt holds the evaluated (averaged, under NT-ASGD) weights as "model": eval and generate
         # read those; the raw training weights and the running average travel for --resume.
         save_checkpoint(path, {
@@ -377,6 +434,12 @@ class Trainer:
         # tokens_per_s counts from this process's start: tokens trained before the stop took time not measured here
         self._log_tokens = 0
         log.info("resuming %s at epoch %d, step %d", self.run_dir, self.progress.epoch, self.progress.step)
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete what an interrupted atomic save left behind (``.NAME.XXXX.tmp``, checkpoint-sized)."""
+    for stale in run_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _without_resumable(config: Config) -> dict[str, Any]:

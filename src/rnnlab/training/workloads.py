@@ -27,7 +27,7 @@ from rnnlab.data.batching import batchify, eval_stream, num_windows, window
 from rnnlab.data.corpus import Corpus, load_corpus, load_split
 from rnnlab.data.synthetic import Task, make_task, seeded_generator
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import CheckpointError, ConfigError
+from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.models.base import RecurrentModel
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.sequence_model import SequenceModel
@@ -303,7 +303,21 @@ def workload_class(config: Config) -> type[Workload]:
 
 
 def build_workload(config: Config, device: torch.device, corpus: Corpus | None = None) -> Workload:
-    return workload_class(config)(config, device, corpus)
+    try:
+        return workload_class(config)(config, device, corpus)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise _no_memory(config, device, exc) from None
+    except RuntimeError as exc:  # the CPU allocator's "can't allocate memory" is a plain RuntimeError
+        if "allocate" not in str(exc):
+            raise
+        raise _no_memory(config, device, exc) from None
+
+
+def _no_memory(config: Config, device: torch.device, exc: BaseException) -> RnnlabError:
+    model = config.model
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return RnnlabError(f"not enough memory on {device} to build the model ({model.num_layers} x {model.hidden_size} "
+                       f"{model.cell}, embedding {model.embedding_dim}): {reason}")
 
 
 def check_corpus_options(config: Config, **given: Any) -> None:
