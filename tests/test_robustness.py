@@ -317,3 +317,10 @@ def test_tokens_per_second_after_a_resume_counts_this_process_only(tiny_corpus_d
     Trainer(config.with_overrides({"train.max_steps": 2}), tmp_path / "run").fit()
     resumed = Trainer(config, tmp_path / "run", resume=True)
     assert resumed._log_tokens == 0 and float(resumed._token_sum) > 0, "the loss sums carry on, the rate does not"
+
+
+def test_a_model_too_large_for_memory_is_one_line_naming_its_size(tmp_path, capsys):
+    code = main(["train", "--run-dir", str(tmp_path / "huge"), "--quiet", "--set", "model.hidden_size=1000000"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "not enough memory" in err and "1000000" in err, err
+    assert not (tmp_path / "huge").exists(), "nothing is left behind"
