@@ -160,20 +160,28 @@ def test_kill_9_at_random_points_always_leaves_a_resumable_run(uninterrupted, tm
     one), a checkpoint at most one step old loads, and --resume ends with the uninterrupted run's weights."""
     corpus, whole = uninterrupted
     rng = random.Random(7)
-    for trial in range(3):
+    caught_inside_a_save = False
+    for trial in range(4):
         run = tmp_path / f"run{trial}"
         process = _cli(*_train_args(corpus, run))
         deadline = time.monotonic() + 60
         while not (run / LATEST).is_file() and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
+        if trial == 3:  # aim for the inside of a save: kill as soon as a temporary checkpoint file appears
+            deadline = time.monotonic() + 20
+            while not list(run.glob(".latest.pt.*.tmp")) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        else:
+            time.sleep(rng.uniform(0.0, 1.5))
         process.kill()
         process.communicate(timeout=30)
+        caught_inside_a_save |= bool(list(run.glob(".*.tmp")))
         assert load_checkpoint(run / LATEST)["progress"]["step"] >= 1
         assert main(["train", "--resume", str(run), "--quiet"]) == 0
-        assert not list(run.glob(".*.tmp"))
+        assert not list(run.glob(".*.tmp")), "the half-written temporary file is removed"
         for name, value in _latest_weights(whole).items():
             assert torch.equal(value, _latest_weights(run)[name]), (trial, name)
+    assert caught_inside_a_save, "one kill landed inside a save (a temporary file was left to clean up)"
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_old_checkpoints(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
