@@ -230,3 +230,16 @@ def test_installed_console_script_trains_and_evaluates(tiny_corpus_dir, tmp_path
     assert {"loss", "ppl", "tokens"} <= set(json.loads(evaluated.stdout))
     module = subprocess.run([sys.executable, "-m", "rnnlab", "presets"], capture_output=True, text=True, timeout=300)
     assert module.returncode == 0 and "ptb-small" in module.stdout
+
+
+def test_bench_compares_rnnlab_with_the_plain_loop(tiny_corpus_dir, capsys):
+    assert main(["bench", "--data", str(tiny_corpus_dir), "--steps", "2", "--rounds", "2", "--json",
+                 *_sets(*TINY_MODEL, "regularization.recurrent_dropout=0.2")]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    speeds = report["tokens_per_s"]
+    assert len(report["rounds"]) == 2 and speeds["rnnlab"] > 0 and speeds["baseline"] > 0
+    assert report["ratio"] == pytest.approx(speeds["rnnlab"] / speeds["baseline"])
+    low, high = report["ratio_spread"]
+    assert low <= high and all(low <= r <= high for r in report["ratio_per_round"])
+    assert report["shape"] == {"cell": "lstm", "layers": 2, "hidden": 8, "embedding": 8, "bptt": 5, "batch": 4}
+    assert main(["bench", "--preset", "adding-lstm"]) == 2  # a task has no language-model loop to compare

@@ -163,6 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     diagnose.set_defaults(handler=cmd_diagnose)
 
+    bench = commands.add_parser(
+        "bench", help="rnnlab's training tokens/s against the plain PyTorch loop on the same config",
+        description="Train the same config with rnnlab's Trainer and with the loop a user writes instead (PyTorch's "
+                    "word_language_model example: nn.LSTM, manual SGD, clipping, loss.item() every step), on the "
+                    "same data and device, alternating rounds in one process; print tokens/s of both, the ratio, "
+                    "its spread over rounds and the peak memory of each. Dropout variants, output layers and skip "
+                    "connections are benchmarked by passing their keys with --set.")
+    bench_source = bench.add_mutually_exclusive_group()
+    bench_source.add_argument("--preset", metavar="NAME", help="a preset (default ptb-small)")
+    bench_source.add_argument("--config", metavar="FILE", help="a TOML config file")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config key (repeatable), e.g. --set regularization.recurrent_dropout=0.3")
+    bench.add_argument("--data", metavar="DIR", help="corpus (sets data.path)")
+    bench.add_argument("--steps", type=_positive_int, metavar="N",
+                       help="timed steps per side and round (default: 60 up to 256 units, 15 above)")
+    bench.add_argument("--rounds", type=_positive_int, default=3, metavar="R", help="alternating rounds (default 3)")
+    bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    bench.set_defaults(handler=cmd_bench)
+
     demo = commands.add_parser(
         "demo", help="the gradient problem and its fixes, measured (about 90 s on 2 CPU cores)",
         description="Tell the story of effective RNN training with measurements: a tanh RNN whose gradient "
@@ -385,6 +405,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(out, settings, say=say, observers=(progress,))
     print(format_table(result))
     print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnlab.benchmark import bench
+    from rnnlab.data.corpus import Corpus, load_corpus
+    from rnnlab.training.trainer import resolve_device
+    from rnnlab.training.workloads import workload_class
+
+    extra = [f"data.path={args.data}"] if args.data else []
+    config = load_config(args.preset, args.config, [*args.overrides, *extra])
+    if not workload_class(config).reads_corpus:
+        raise ConfigError(f"bench compares language-model training loops; {config.task.name} is a synthetic task")
+    device = resolve_device(args.device)
+    full = load_corpus(config.data)
+    # Short held-out splits: the end-of-run evaluation of each rnnlab run is not timed, only waited for.
+    corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:500],
+                                             "test": full.splits["test"][:500]}, full.oov)
+    steps = args.steps or (60 if config.model.hidden_size <= 256 else 15)
+    m, t = config.model, config.train
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    say = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    say(f"torch {torch.__version__}, {where}; {m.num_layers}x{m.hidden_size} {m.cell}, bptt {t.bptt}, batch "
+        f"{t.batch_size}, vocabulary {len(full.vocab)}; {steps} timed steps per side, {args.rounds} rounds")
+
+    def on_round(index: int, speeds: dict[str, float]) -> None:
+        say(f"round {index}: rnnlab {speeds['rnnlab']:.0f} tokens/s, baseline {speeds['baseline']:.0f} tokens/s, "
+            f"ratio {speeds['rnnlab'] / speeds['baseline']:.3f}")
+
+    try:
+        result = bench(config, corpus, device, steps, args.rounds, on_round)
+    except ValueError as exc:
+        raise ConfigError(f"bench: {exc}") from None
+    report = result.to_dict()
+    if args.json:
+        print(strict_json(report))
+        return 0
+    speed, spread, peak = report["tokens_per_s"], report["ratio_spread"], report["peak_memory_bytes"]
+    kind = "CUDA allocator peak" if device.type == "cuda" else "resident set, sampled"
+    print(f"rnnlab   {speed['rnnlab']:10.0f} tokens/s (median of {args.rounds} rounds)   peak memory "
+          f"{peak['rnnlab'] / 1e9:.2f} GB")
+    print(f"baseline {speed['baseline']:10.0f} tokens/s                        peak memory "
+          f"{peak['baseline'] / 1e9:.2f} GB ({kind})")
+    print(f"ratio rnnlab / baseline {report['ratio']:.3f} (rounds {spread[0]:.3f} .. {spread[1]:.3f})")
     return 0
 
 
