@@ -319,3 +319,13 @@ def test_generate_and_diagnose_work_for_every_kind(kind, tiny_corpus_dir, tmp_pa
     assert main(["diagnose", "--checkpoint", str(run), "--out", str(tmp_path / "diag")]) == 0
     diagnosis = json.loads((tmp_path / "diag" / "diagnostics.json").read_text())
     assert all(math.isfinite(layer["gradient_flow"]["ratio"]) for layer in diagnosis["layers"])
+
+
+def test_unique_sampling_never_hangs_when_few_ids_can_be_drawn():
+    """A unigram proposal over a vocabulary whose byte pieces never occur (count 0): asking for more distinct
+    candidates than the ids it can draw takes every id once instead of drawing forever."""
+    sampler = CandidateSampler("unigram", 1100, counts=[0] * 100 + [5] * 1000)
+    draw = sampler.draw(1024, replacement=False)
+    assert math.isinf(draw.tries) and draw.ids.numel() == 1100
+    draw = sampler.draw(900, replacement=False)
+    assert draw.ids.numel() == 900 and bool((draw.ids >= 100).all()), "ids with count 0 are never drawn"

@@ -232,6 +232,8 @@ def test_a_run_that_never_saved_can_be_trained_into_again(tiny_corpus_dir, tmp_p
     assert main(["train", "--data", str(tiny_corpus_dir), "--run-dir", str(run), "--quiet",
                  *_sets(*TINY_MODEL, "train.max_steps=2")]) == 0
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["event"] == "train"] == [1, 2]
+    (previous,) = run.glob("previous-*")
+    assert (previous / "metrics.jsonl").read_text() == '{"event": "train", "step": 5}\n', "the old records are kept"
     # now it holds checkpoints: refused, unless --overwrite
     assert main(["train", "--data", str(tiny_corpus_dir), "--run-dir", str(run), "--quiet",
                  *_sets(*TINY_MODEL, "train.max_steps=2")]) == 2

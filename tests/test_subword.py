@@ -116,3 +116,18 @@ def test_a_subword_run_keeps_its_tokenizer_and_reports_per_word_perplexity(tiny_
                  "--prompt", "the cat"]) == 0
     sample = capsys.readouterr().out
     assert sample.startswith("the cat") and "▁" not in sample and "<0x" not in sample, "generated text is detokenized"
+
+
+def test_streamed_generation_holds_back_half_a_character(monkeypatch):
+    """Byte pieces decode to U+FFFD until the character is complete: the stream waits for it, so the pieces
+    joined are the final text (a model that emits 日 as three byte pieces)."""
+    import rnnlab.generation as generation
+
+    tokenizer = _tokenizer()
+    steps = [[], ["▁"], ["▁", "<0xE6>"], ["▁", "<0xE6>", "<0x97>"], ["▁", "<0xE6>", "<0x97>", "<0xA5>"],
+             ["▁", "<0xE6>", "<0x97>", "<0xA5>", "▁cat"]]
+    monkeypatch.setattr(generation, "_sample", lambda *args: iter(steps))
+    pieces = list(generation.generate_stream(None, None, tokenizer, tokens=5))
+    assert "".join(pieces) == tokenizer.detokenize(steps[-1]) == "日 cat"
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert generation.generate(None, None, tokenizer, tokens=5) == "日 cat"

@@ -388,11 +388,11 @@ class _DiagnoseBar:
 
 
 def _peak_memory_gb() -> float:
-    """The process's peak resident set (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    """The process's peak resident set (ru_maxrss: KiB on Linux, bytes on macOS), in GB."""
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1e9 if sys.platform == "darwin" else 1e6)
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -608,17 +608,26 @@ def _new_run_dir(requested: str | None, name: str | None, overwrite: bool = Fals
             return run_dir
         entries = [p for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
         checkpoints = [p for p in entries if p.suffix == ".pt"]
-        foreign = [p.name for p in entries if p.suffix != ".pt" and p.name not in RUN_FILES]
+        foreign = [p.name for p in entries
+                   if p.suffix != ".pt" and p.name not in RUN_FILES and not p.name.startswith("previous-")]
         if foreign:
             raise ConfigError(f"{run_dir} holds files that are not an rnnlab run's ({', '.join(sorted(foreign)[:3])}); "
                               "choose another --run-dir")
         if checkpoints and not overwrite:
             raise ConfigError(f"{run_dir} holds a run with checkpoints; continue it with --resume {run_dir}, start "
                               "over with --overwrite (deletes them), or choose another --run-dir")
-        for entry in entries:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        why = "--overwrite" if checkpoints else "its run stopped before its first checkpoint"
-        logging.getLogger(__name__).info("reusing %s (%s)", run_dir, why)
+        if checkpoints:  # --overwrite: the user asked for them to go
+            for entry in entries:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            logging.getLogger(__name__).info("starting over in %s (--overwrite)", run_dir)
+        else:  # a run that never saved: its records stay, moved aside
+            kept = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+            kept.mkdir()
+            for entry in entries:
+                if not entry.name.startswith("previous-"):
+                    entry.rename(kept / entry.name)
+            logging.getLogger(__name__).info("reusing %s: its run stopped before its first checkpoint (its files "
+                                             "are in %s)", run_dir, kept)
         return run_dir
     stem = f"runs/{name or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, n = Path(stem), 1

@@ -256,6 +256,9 @@ class TrainConfig:
         "the run stops", low=1)
     seed: int = setting(1, "seed for init, dropout and sampling", low=0)
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    distributed_timeout: float = setting(
+        300.0, "under torchrun: seconds a rank waits for the others at a collective before it stops with one line "
+        "(a rank that died makes the rest exit instead of hang)", low=0.0, low_open=True)
     tensorboard: bool = setting(False, "also log the metrics to TensorBoard (RUN_DIR/tensorboard)")
 
     def __post_init__(self) -> None:
@@ -298,6 +301,7 @@ RESUMABLE_KEYS = frozenset({
     "data.allow_changed",
     "train.epochs", "train.max_steps", "train.max_minutes", "train.device", "train.log_every",
     "train.eval_every_steps", "train.tensorboard", "train.checkpoint_every_minutes", "train.checkpoint_every_steps",
+    "train.distributed_timeout",
     "train.keep_checkpoints", "train.max_nonfinite_steps", "diagnostics.every_steps", "diagnostics.batch",
     "diagnostics.length",
 })

@@ -28,14 +28,14 @@ def generate(
 
     ``temperature`` divides the log-probabilities (< 1 sharpens, > 1 flattens; any value > 0 works: a tiny one
     is greedy); ``top_k`` > 0 samples among the k most likely tokens only. Returns prompt and continuation as
-    text (generate_stream yields it piece by piece)."""
-    return "".join(generate_stream(model, vocab, tokenizer, prompt=prompt, tokens=tokens, temperature=temperature,
-                                   top_k=top_k, seed=seed))
+    text (generate_stream gives it piece by piece while sampling)."""
+    *_, every = _sample(model, vocab, tokenizer, prompt, tokens, temperature, top_k, seed)
+    return tokenizer.detokenize(every)
 
 
 @torch.no_grad()  # works on generator functions too: every step of the stream runs without autograd
 def generate_stream(
-    model: torch.nn.Module,
+    model: RNNLanguageModel,
     vocab: Vocabulary,
     tokenizer: Tokenizer,
     *,
@@ -46,8 +46,21 @@ def generate_stream(
     seed: int | None = None,
 ) -> Iterator[str]:
     """generate, as text pieces while the tokens are sampled: the prompt first, then what each token adds to the
-    detokenized text (a piece is held back while the text so far would change, e.g. half a multi-byte
-    character), so ``"".join`` of the pieces is the whole text."""
+    detokenized text. Text ending in an incomplete character (a byte piece that needs the next one: U+FFFD) is
+    held back until it is complete, so ``"".join`` of the pieces is what generate returns."""
+    shown = ""
+    for every in _sample(model, vocab, tokenizer, prompt, tokens, temperature, top_k, seed):
+        text = tokenizer.detokenize(every)
+        if text.startswith(shown) and not text.endswith("\ufffd"):
+            yield text[len(shown):]
+            shown = text
+    if text != shown and text.startswith(shown):
+        yield text[len(shown):]
+
+
+def _sample(model: RNNLanguageModel, vocab: Vocabulary, tokenizer: Tokenizer, prompt: str, tokens: int,
+            temperature: float, top_k: int, seed: int | None) -> Iterator[list[str]]:
+    """The prompt's tokens, then after each sampled token all tokens so far (the model in eval mode)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
@@ -57,8 +70,7 @@ def generate_stream(
     prompt_tokens = tokenizer.tokenize(prompt) if prompt else []
     prompt_ids, _ = vocab.encode(prompt_tokens)
     context = torch.cat([torch.tensor([vocab.eos_id]), prompt_ids]).to(device)
-    shown = tokenizer.detokenize(prompt_tokens)
-    yield shown
+    yield list(prompt_tokens)
     with evaluating(model):
         features, state = model.features(context.unsqueeze(1))  # (T, 1) -> (T, 1, H)
         sampled: list[int] = []
@@ -71,11 +83,5 @@ def generate_stream(
                 scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
             next_id = int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
             sampled.append(next_id)
-            text = tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))
-            if text.startswith(shown):
-                yield text[len(shown):]
-                shown = text
+            yield prompt_tokens + vocab.decode(sampled)
             features, state = model.features(torch.tensor([[next_id]], device=device), state)
-    text = tokenizer.detokenize(prompt_tokens + vocab.decode(sampled))
-    if text != shown and text.startswith(shown):
-        yield text[len(shown):]

@@ -92,7 +92,9 @@ class SubwordTokenizer:
                 sentence_iterator=iter(text), model_writer=written, vocab_size=vocab_size, model_type=algorithm,
                 character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
                 remove_extra_whitespaces=False, unk_id=0, unk_piece=UNK, bos_id=-1, eos_id=-1, pad_id=-1,
-                control_symbols=[EOS], hard_vocab_limit=False, minloglevel=2)  # a small text may give fewer pieces
+                control_symbols=[EOS], hard_vocab_limit=False, minloglevel=2,  # a small text may give fewer pieces
+                # SentencePiece skips lines longer than this (default 4,192 bytes): let every line count
+                max_sentence_length=max(4192, max(len(line.encode("utf-8")) for line in text) + 1))
         except RuntimeError as exc:
             needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(exc))
             if needed:  # every character of the text and the 256 bytes of byte fallback must be pieces

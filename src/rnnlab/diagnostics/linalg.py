@@ -21,7 +21,7 @@ MatVec = Callable[[torch.Tensor], torch.Tensor]  # (batch, n) -> (batch, m)
 
 class TopSingular(NamedTuple):
     values: torch.Tensor  # (batch,) largest singular value of each matrix
-    iterations: int  # products with A (and with A^T) that it took
+    iterations: int  # products with A that it took (one fewer with A^T)
 
 
 def _orthogonalise(w: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:

@@ -40,7 +40,7 @@ Progress = Callable[[str, int, int, int], None]
 TANH_SATURATION = 5.0
 TANH_PARTLY_SATURATED = 2.0
 GATE_LOW, GATE_HIGH = 0.1, 0.9
-SATURATION_LIMITS = 0.9  # growth per step below 0.9 x sigma_max(W_hh): saturation, not the weights, limits it
+SATURATION_LIMITS = 0.9  # mean f'(z) below 0.9, and growth per step below 0.9 x rho(W_hh): saturation limits it
 NON_NORMAL_GAP = 0.05  # sigma_max and rho differing by more than 5% of sigma_max: a non-normal W_hh
 VANISHING_RATIO, EXPLODING_RATIO = 1e-2, 1e2  # gradient ratio across the probe window
 HISTOGRAM_BINS = 20
@@ -449,7 +449,7 @@ def verdict(flow: dict[str, Any], spectrum: dict[str, Any], sat: dict[str, Any],
     else:
         kind, reason = "healthy", f"||dcost_n/dh_t|| changes {ratio:.3g}-fold {span}"
     reason += f"; sigma_max(W_hh) = {sigma:.3g}; {_saturation_words(sat)}"
-    cause = _limiting_factor(kind, gain, sigma, sat, cell)
+    cause = _limiting_factor(kind, gain, spectrum, sat, cell)
     if cause:
         reason += f"; {cause}"
     return {"verdict": kind, "reason": reason, "numbers": numbers}
@@ -462,9 +462,11 @@ def _saturation_words(sat: dict[str, Any]) -> str:
             f"{sat['partial_threshold']:g}, {100 * sat['saturated_fraction']:.1f}% > {sat['threshold']:g})")
 
 
-def _limiting_factor(kind: str, gain: float | None, sigma: float, sat: dict[str, Any], cell: str) -> str:
-    """Whether the weights or the saturation set the gradient's fate (vanilla cells: one step multiplies it by
-    diag(f'(z)) W_hh, at most max|f'| sigma_max; for LSTM, the forget gate scales the cell-state path)."""
+def _limiting_factor(kind: str, gain: float | None, spectrum: dict[str, Any], sat: dict[str, Any], cell: str) -> str:
+    """Whether the weights or the saturation set the gradient's fate. Vanilla cells: one step multiplies it by
+    diag(f'(z)) W_hh; over many steps W_hh contributes its spectral radius rho (sigma_max bounds a single step, and
+    a non-normal W_hh has rho < sigma_max), the units their derivative. LSTM: the forget gate scales the
+    cell-state path."""
     if cell == "lstm" and "f" in sat["gates"]:
         forget = sat["gates"]["f"]
         if kind == "vanishing":
@@ -473,15 +475,22 @@ def _limiting_factor(kind: str, gain: float | None, sigma: float, sat: dict[str,
         return ""
     if cell not in ("rnn_tanh", "rnn_relu"):
         return ""
+    whole = spectrum["whole"]
+    rho, sigma = whole["spectral_radius"], whole["sigma_max"]
+    weights = rho if rho is not None else sigma  # what the weights give per step in the long run
+    name = "rho(W_hh)" if rho is not None else "sigma_max(W_hh)"
     derivative = sat["mean_derivative"]
+    saturated = derivative < SATURATION_LIMITS  # units pass clearly less than the whole gradient
     if kind == "vanishing":
-        if sigma >= 1:
-            return (f"saturation, not the weights, makes it vanish: sigma_max >= 1, but units pass on average "
-                    f"{derivative:.2f} of the gradient")
-        return "the weights make it vanish: sigma_max(W_hh) < 1 shrinks it at every step"
-    if sigma > 1 and gain is not None and gain < SATURATION_LIMITS * sigma:
-        return (f"saturation limits the growth: x{gain:.3g} per step against sigma_max {sigma:.3g}, with mean f'(z) "
-                f"{derivative:.2f}")
+        if weights < 1:
+            return f"the weights make it vanish: {name} = {weights:.3g} < 1 shrinks it step after step"
+        if saturated:
+            return (f"saturation, not the weights, makes it vanish: {name} = {weights:.3g} >= 1, but units pass on "
+                    f"average {derivative:.2f} of the gradient")
+        return ""
+    if weights > 1 and gain is not None and gain < SATURATION_LIMITS * weights and saturated:
+        return (f"saturation limits the growth: x{gain:.3g} per step against {name} = {weights:.3g}, with mean "
+                f"f'(z) {derivative:.2f}")
     if kind == "exploding":
-        return f"the weights make it explode: sigma_max(W_hh) = {sigma:.3g} > 1 and little saturation"
+        return f"the weights make it explode: {name} = {weights:.3g} > 1 and little saturation"
     return ""

@@ -43,6 +43,7 @@ IGNORE_INDEX = -100  # F.cross_entropy's default: a target that is not scored (e
 # S). CUDA: not measured by rnnlab yet; ANCHORS.md's H200 figures have the full softmax faster at 10k and
 # sampled 6.2x faster at 100k, so 100k is the smallest size known to pay there.
 SAMPLED_PAYS_FROM = {"cpu": 3_000, "cuda": 100_000}
+UNIQUE_DRAW_LIMIT = 1000  # unique sampling gives up (and takes every id once) after this many draws per candidate
 
 
 class OutputLoss(NamedTuple):
@@ -140,16 +141,19 @@ class CandidateSampler:
     def draw(self, num: int, replacement: bool) -> Draw:
         """``num`` candidates; without replacement, the first ``num`` distinct ids of draws with replacement
         (TensorFlow's unique sampling), whose count sets the expected counts."""
-        if not replacement and num >= self.vocab_size:
-            return Draw(torch.arange(self.vocab_size), math.inf, False)
         if replacement:
             return Draw(self._draw(num), float(num), True)
+        support = int((self.probs > 0).sum())  # ids the proposal can draw at all (a count of 0 never is)
+        if num >= support:
+            return Draw(torch.arange(self.vocab_size), math.inf, False)  # every id once: no correction
         drawn = torch.empty(0, dtype=torch.long)
         while True:
-            drawn = torch.cat([drawn, self._draw(2 * num)])
+            drawn = torch.cat([drawn, self._draw(max(2 * num, drawn.numel()))])  # doubling: few unique() passes
             ids, inverse = torch.unique(drawn, return_inverse=True)
             if ids.numel() >= num:
                 break
+            if drawn.numel() > UNIQUE_DRAW_LIMIT * num:  # the last ids are too rare to collect: take every id
+                return Draw(torch.arange(self.vocab_size), math.inf, False)
         # Order the distinct ids by first appearance; where the num-th appeared is the number of tries.
         positions = torch.arange(drawn.numel())
         first = torch.full((ids.numel(),), drawn.numel()).scatter_reduce(0, inverse, positions, "amin")

@@ -44,15 +44,22 @@ def train_step(
     ``model`` is a ``RecurrentModel`` or a wrapper of one (DistributedDataParallel): the loss comes
     from calling it, so the wrapper sees the whole graph."""
     optimizer.zero_grad(set_to_none=True)
+    distributed = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     out = model(inputs, targets, state)
     # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
     divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
     (out.loss / divisor + out.penalty).backward()
-    grad_norm = clip_gradients(model.parameters(), clip_norm)
-    if skip_nonfinite and not bool(torch.isfinite(grad_norm) & torch.isfinite(out.loss)):
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    # Under DistributedDataParallel the gradient norm is the all-reduced one, the loss this rank's own: the norm
+    # alone decides there, so every rank skips the same steps (a non-finite loss gives non-finite gradients).
+    finite = torch.isfinite(grad_norm) if distributed else torch.isfinite(grad_norm) & torch.isfinite(out.loss)
+    if skip_nonfinite and not bool(finite):
         bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
         optimizer.zero_grad(set_to_none=True)
         return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state), bad or ["(the loss)"])
+    if clip_norm > 0:  # the same as clip_grad_norm_, split so the check above sees the gradients unclipped
+        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, grad_norm)
     optimizer.step()
     return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(out.state))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from rnnlab.config import RESUMABLE_KEYS, Config, check_device_name
@@ -33,6 +34,7 @@ from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.io import atomic_write, atomic_write_text
 from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rnnlab.training.distributed import Ranks
 from rnnlab.training.loop import train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
 from rnnlab.training.optim import LrSchedule, make_optimizer, scaled_lr
@@ -114,15 +116,28 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.observers = observers
         self.device = resolve_device(config.train.device)
+        # Under torchrun: this process's rank (one process: rank 0 of 1, and nothing below changes).
+        self.ranks = Ranks.from_environment(self.device, config.train.distributed_timeout)
+        if self.ranks.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ranks.local_rank)
+            torch.cuda.set_device(self.device)
+        self.observers = observers if self.ranks.is_main else ()  # progress and metrics come from rank 0
         self.stop_requested = False
 
         train_cfg = config.train
         torch.manual_seed(train_cfg.seed)
         # The model is built on the CPU from the seed, then moved: the same seed, the same weights.
-        self.workload = build_workload(config, self.device, corpus)
+        self.workload = build_workload(config, self.device, corpus, self.ranks)
         self.model = self.workload.model
+        self.train_model: torch.nn.Module = self.model  # what train_step calls: the model, or its DDP wrapper
+        if self.ranks.active:
+            # Ranks share the weights, not the dropout masks or sampled candidates of their own columns.
+            torch.manual_seed(train_cfg.seed + 7919 * self.ranks.rank)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # Adaptive softmax leaves a tail cluster without gradient when no target falls in it.
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids,
+                                                       find_unused_parameters=config.model.output == "adaptive")
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg)
         self.schedule = LrSchedule(self.optimizer, train_cfg)
         self.progress = Progress()
@@ -139,16 +154,21 @@ class Trainer:
         self._log_tokens = 0
         self._saved_at = time.monotonic()  # when latest.pt was last written (checkpoint_every_minutes)
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(self.run_dir)
+        main = self.ranks.is_main  # only rank 0 writes the run directory
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.run_dir)
         if resume:
             self._restore(load_checkpoint(self.run_dir / LATEST))
-            truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
-        atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
-        for name, content in self.workload.run_files().items():
-            atomic_write(self.run_dir / name, lambda handle, content=content: handle.write(content))
-        tensorboard_dir = self.run_dir / "tensorboard" if train_cfg.tensorboard else None
-        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, tensorboard_dir)
+            if main:
+                truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
+        self.metrics: MetricsLog | None = None
+        if main:
+            atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
+            for name, content in self.workload.run_files().items():
+                atomic_write(self.run_dir / name, lambda handle, content=content: handle.write(content))
+            tensorboard_dir = self.run_dir / "tensorboard" if train_cfg.tensorboard else None
+            self.metrics = MetricsLog(self.run_dir / METRICS_FILE, tensorboard_dir)
 
     # ------------------------------------------------------------------ public
 
@@ -188,8 +208,9 @@ class Trainer:
             test = self._test_best()
             return self._result(stopped_by, test=test)
         finally:
-            self.metrics.close()
-            remove_stale_temp_files(self.run_dir)
+            if self.metrics is not None:
+                self.metrics.close()
+                remove_stale_temp_files(self.run_dir)
             for obs in self.observers:
                 obs.on_end()
 
@@ -208,7 +229,7 @@ class Trainer:
         scale_lr = train_cfg.variable_bptt and train_cfg.loss_average == "tokens"
         lr_scale = inputs.size(0) / train_cfg.bptt if scale_lr else 1.0
         with scaled_lr(self.optimizer, lr_scale):
-            result = train_step(self.model, self.optimizer, inputs, targets, state,
+            result = train_step(self.train_model, self.optimizer, inputs, targets, state,
                                 clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
@@ -251,8 +272,10 @@ class Trainer:
         """latest.pt mid-epoch, by wall time or by steps, so a kill loses little."""
         train_cfg = self.config.train
         by_steps = train_cfg.checkpoint_every_steps and self.progress.step % train_cfg.checkpoint_every_steps == 0
-        by_time = (train_cfg.checkpoint_every_minutes
-                   and time.monotonic() - self._saved_at >= 60 * train_cfg.checkpoint_every_minutes)
+        by_time = bool(train_cfg.checkpoint_every_minutes
+                       and time.monotonic() - self._saved_at >= 60 * train_cfg.checkpoint_every_minutes)
+        if self.ranks.active and train_cfg.checkpoint_every_minutes:
+            (by_time,) = self.ranks.any(by_time)  # clocks differ: every rank saves when one is due
         if by_steps or by_time:
             paused = time.perf_counter()
             self._save(self.run_dir / LATEST)
@@ -260,8 +283,10 @@ class Trainer:
 
     def _log_train(self) -> None:
         now = time.perf_counter()
-        tokens = int(self._token_sum.item())
-        loss = self._loss_sum.item() / max(tokens, 1)
+        # Every rank logs at the same steps: the record sums all ranks' columns.
+        loss_sum, tokens = self.ranks.sum([self._loss_sum.item(), float(self._token_sum.item())])
+        tokens = int(tokens)
+        loss = loss_sum / max(tokens, 1)
         if not math.isfinite(loss):
             self._diverged(f"the training loss is {loss}")
         record = {
@@ -271,7 +296,7 @@ class Trainer:
             **self.workload.train_metrics(loss),
             "lr": self.schedule.lr,
             "grad_norm": float(self._last_grad_norm.item()),
-            "tokens_per_s": self._log_tokens / max(now - self._log_clock, 1e-9),
+            "tokens_per_s": self.ranks.world * self._log_tokens / max(now - self._log_clock, 1e-9),
         }
         self._emit(record)
         self._loss_sum.zero_()
@@ -351,16 +376,21 @@ class Trainer:
         train_cfg = self.config.train
         if self.progress.epoch > train_cfg.epochs:
             return "epochs"
-        if self.stop_requested:
+        out_of_time = bool(train_cfg.max_minutes and time.monotonic() - started >= 60 * train_cfg.max_minutes)
+        stop = self.stop_requested
+        if self.ranks.active:  # a signal or a clock on one rank stops every rank at the same step
+            stop, out_of_time = self.ranks.any(stop, out_of_time)
+        if stop:
             return "interrupted"
         if train_cfg.max_steps and self.progress.step >= train_cfg.max_steps:
             return "max_steps"
-        if train_cfg.max_minutes and time.monotonic() - started >= 60 * train_cfg.max_minutes:
+        if out_of_time:
             return "max_minutes"
         return None
 
     def _emit(self, record: dict[str, Any]) -> None:
-        self.metrics.write(record)
+        if self.metrics is not None:
+            self.metrics.write(record)
         for obs in self.observers:
             obs.on_record(record)
 
@@ -373,10 +403,11 @@ class Trainer:
 
     def _save(self, path: Path) -> None:
         self._write_checkpoint(path)
+        self.ranks.barrier()  # no rank reads a checkpoint (best.pt for the test) before rank 0 has written it
         if path.name == LATEST:
             self._saved_at = time.monotonic()
             keep = self.config.train.keep_checkpoints
-            if keep:
+            if keep and self.ranks.is_main:
                 stamped = self.run_dir / f"step-{self.progress.step:08d}.pt"
                 stamped.unlink(missing_ok=True)
                 try:
@@ -396,9 +427,16 @@ class Trainer:
         bad = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
             self._diverged(f"the weights are not finite ({', '.join(bad[:3])})")
+        # Each rank's own RNG and carried state (its columns' state), for an exact resume at the same world size.
+        per_rank = self.ranks.gather({"rng": rng_state(), "carried_state": map_state(lambda s: s.cpu(), self.state)})
+        if not self.ranks.is_main:
+            return
         # best.pt holds the evaluated (averaged, under NT-ASGD) weights as "model": eval and generate
         # read those; the raw training weights and the running average travel for --resume.
         save_checkpoint(path, {
+            "world_size": self.ranks.world,
+            "output_layer": type(self.model.output).__name__,  # what model.output = auto picked
+            "ranks": per_rank,
             "config": self.config.to_dict(),
             **self.workload.checkpoint_extras(),
             "model": (self.evaluated_model if path.name == BEST else self.model).state_dict(),
@@ -418,6 +456,11 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} was trained with another config; a resume may change "
                                   f"only {', '.join(sorted(RESUMABLE_KEYS))}")
         self.workload.check_resume(payload, str(self.run_dir))
+        trained_with, here = payload.get("output_layer"), type(self.model.output).__name__
+        if trained_with and trained_with != here:
+            raise CheckpointError(f"{self.run_dir} trained its output layer as {trained_with}, but model.output = "
+                                  f"{self.config.model.output} picks {here} on {self.device.type}: resume it on the "
+                                  "same kind of device, or train with an explicit model.output")
         self.model.load_state_dict(payload["model"])
         if payload.get("averaged") is not None:
             self.averaged = AveragedModel(self.model)
@@ -425,8 +468,13 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.progress = Progress(**payload["progress"])
-        self.state = map_state(lambda s: s.to(self.device), payload["carried_state"])
-        set_rng_state(payload["rng"])
+        world = payload.get("world_size", 1)
+        if world != self.ranks.world:
+            raise CheckpointError(f"{self.run_dir} was trained by {world} process(es); resume it with the same number "
+                                  f"(this is {self.ranks.world})")
+        mine = payload["ranks"][self.ranks.rank] if "ranks" in payload else payload  # before per-rank entries
+        self.state = map_state(lambda s: s.to(self.device), mine["carried_state"])
+        set_rng_state(mine["rng"])
         # Absent from checkpoints written before the partial sums were saved: start the sums afresh.
         sums = payload.get("accumulators", {"loss_sum": 0.0, "token_sum": 0})
         self._loss_sum.fill_(sums["loss_sum"])

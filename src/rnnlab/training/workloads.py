@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from rnnlab.config import Config
-from rnnlab.data.batching import batchify, eval_stream, num_windows, window
+from rnnlab.data.batching import EvalStream, batchify, eval_stream, num_windows, window
 from rnnlab.data.corpus import Corpus, load_corpus, load_split
 from rnnlab.data.synthetic import Task, make_task, seeded_generator
 from rnnlab.data.vocab import Vocabulary
@@ -32,6 +32,8 @@ from rnnlab.models.base import RecurrentModel
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.sequence_model import SequenceModel
 from rnnlab.nn.mode import evaluating
+from rnnlab.nn.output import IGNORE_INDEX
+from rnnlab.training.distributed import Ranks
 from rnnlab.training.loop import evaluate, evaluate_mc_dropout
 
 Metrics = dict[str, Any]
@@ -102,13 +104,20 @@ class LanguageModelling(Workload):
     carries_state = True
     reads_corpus = True
 
-    def __init__(self, config: Config, device: torch.device, corpus: Corpus | None = None) -> None:
+    def __init__(self, config: Config, device: torch.device, corpus: Corpus | None = None,
+                 ranks: Ranks | None = None) -> None:
         self.config = config
+        self.ranks = ranks = ranks or Ranks()
         self.corpus = corpus if corpus is not None else load_corpus(config.data)
         self.device = device
         self.model = self.new_model(config, self.corpus.vocab).to(device)
         train = config.train
-        self.train_data = batchify(self.corpus.splits["train"], train.batch_size).to(device)
+        if train.batch_size % ranks.world:
+            raise ConfigError(f"train.batch_size = {train.batch_size} does not split among {ranks.world} processes: "
+                              f"make it a multiple of {ranks.world}")
+        columns = batchify(self.corpus.splits["train"], train.batch_size)
+        share = train.batch_size // ranks.world  # this rank's columns of the same token streams
+        self.train_data = columns[:, ranks.rank * share : (ranks.rank + 1) * share].contiguous().to(device)
         self.windows_per_epoch = num_windows(self.train_data.size(0), train.bptt)
         self._schedule: tuple[int, list[tuple[int, int]]] | None = None  # (epoch, [(begin, length), ...])
         eos = self.corpus.vocab.eos_id
@@ -174,10 +183,17 @@ class LanguageModelling(Workload):
     def evaluate(self, split: str, on_window: EvalProgress | None = None,
                  model: RecurrentModel | None = None) -> Metrics:
         model = model if model is not None else self.model
-        result = evaluate(model, self.streams[split], self.config.train.bptt, on_window)
+        stream = self.streams[split]
+        if self.ranks.active:  # each rank scores its share of the columns; the sums make the exact whole
+            inputs, targets = stream.inputs[:, self.ranks.rank :: self.ranks.world], \
+                stream.targets[:, self.ranks.rank :: self.ranks.world]
+            stream = EvalStream(inputs, targets, int((targets != IGNORE_INDEX).sum()))
+        result = evaluate(model, stream, self.config.train.bptt, on_window) if stream.tokens else None
+        nll, tokens = self.ranks.sum([result.loss * result.tokens if result else 0.0, float(stream.tokens)])
+        loss, tokens = nll / tokens, int(tokens)
         sizes = self.corpus.sizes.get(split)
-        per_unit = per_word_and_char(result.loss, result.tokens, sizes) if sizes else {}
-        return {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens, **per_unit}
+        per_unit = per_word_and_char(loss, tokens, sizes) if sizes else {}
+        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf, "tokens": tokens, **per_unit}
 
     def train_metrics(self, loss: float) -> Metrics:
         objective = self.model.output.objective
@@ -302,8 +318,15 @@ def workload_class(config: Config) -> type[Workload]:
     return SyntheticTask if config.is_task else LanguageModelling
 
 
-def build_workload(config: Config, device: torch.device, corpus: Corpus | None = None) -> Workload:
+def build_workload(config: Config, device: torch.device, corpus: Corpus | None = None,
+                   ranks: Ranks | None = None) -> Workload:
+    ranks = ranks or Ranks()
+    if ranks.active and not workload_class(config).reads_corpus:
+        raise ConfigError(f"distributed training splits a corpus's columns; the {config.task.name} task trains in "
+                          "one process")
     try:
+        if ranks.active:
+            return LanguageModelling(config, device, corpus, ranks)
         return workload_class(config)(config, device, corpus)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise _no_memory(config, device, exc) from None
