@@ -220,8 +220,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.training.checkpoint import LATEST, load_checkpoint
-    from rnnlab.training.trainer import Trainer
     from rnnlab.training.workloads import check_corpus_options
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    rank = int(os.environ.get("RANK", "0")) if distributed else 0
 
     if args.resume:
         if args.preset or args.config:
@@ -246,13 +248,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [f"data.path={args.data}"] if args.data else []
         config = load_config(args.preset, args.config, [*args.overrides, *extra])
         check_corpus_options(config, data=args.data)
-        run_dir = _new_run_dir(args.run_dir, args.preset or (Path(args.config).stem if args.config else None),
-                               overwrite=args.overwrite)
+        name = args.preset or (Path(args.config).stem if args.config else None)
+        if distributed and not args.run_dir:
+            raise ConfigError("under torchrun every process must name the same run directory: give --run-dir")
+        # Under torchrun rank 0 alone prepares the directory (the others only read checkpoints from it).
+        run_dir = _new_run_dir(args.run_dir, name, overwrite=args.overwrite) if rank == 0 else Path(args.run_dir)
     config = _absolute_data_path(config)
 
-    progress = ProgressBar(enabled=not args.quiet)
-    trainer = Trainer(config, run_dir, observers=(progress,), resume=bool(args.resume))
-    if not args.quiet:
+    quiet = args.quiet or rank != 0  # one rank speaks for all
+    progress = ProgressBar(enabled=not quiet)
+    try:
+        return _train(config, run_dir, progress, quiet, resume=bool(args.resume))
+    finally:
+        from rnnlab.training.distributed import shutdown
+
+        shutdown()
+
+
+def _train(config: Config, run_dir: Path, progress: ProgressBar, quiet: bool, resume: bool) -> int:
+    from rnnlab.training.trainer import Trainer
+
+    trainer = Trainer(config, run_dir, observers=(progress,), resume=resume)
+    if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
     stopper = _StopOnSignal(trainer)
     previous = {signum: signal.signal(signum, stopper) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -262,10 +279,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if result.stopped_by == "interrupted":
+        if not trainer.ranks.is_main:
+            return 128 + (stopper.signum or signal.SIGTERM)
         name = signal.Signals(stopper.signum).name if stopper.signum else "a stop request"
         print(f"stopped by {name} at step {result.steps}; latest.pt is saved. Continue with: "
               f"rnnlab train --resume {run_dir}", file=sys.stderr)
         return 128 + (stopper.signum or signal.SIGINT)  # as shells report a signal: 130 SIGINT, 143 SIGTERM
+    if not trainer.ranks.is_main:
+        return 0
     print(f"{result.summary}; stopped by {result.stopped_by} after {result.steps} steps")
     print(f"best checkpoint: {result.best_checkpoint}")
     print(f"metrics: {result.metrics}")
