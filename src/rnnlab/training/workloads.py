@@ -189,8 +189,11 @@ class LanguageModelling(Workload):
                 stream.targets[:, self.ranks.rank :: self.ranks.world]
             stream = EvalStream(inputs, targets, int((targets != IGNORE_INDEX).sum()))
         result = evaluate(model, stream, self.config.train.bptt, on_window) if stream.tokens else None
-        nll, tokens = self.ranks.sum([result.loss * result.tokens if result else 0.0, float(stream.tokens)])
-        loss, tokens = nll / tokens, int(tokens)
+        if self.ranks.active:
+            nll, tokens = self.ranks.sum([result.loss * result.tokens if result else 0.0, float(stream.tokens)])
+            loss, tokens = nll / tokens, int(tokens)
+        else:
+            loss, tokens = result.loss, result.tokens
         sizes = self.corpus.sizes.get(split)
         per_unit = per_word_and_char(loss, tokens, sizes) if sizes else {}
         return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf, "tokens": tokens, **per_unit}
