@@ -435,7 +435,7 @@ class Trainer:
         # read those; the raw training weights and the running average travel for --resume.
         save_checkpoint(path, {
             "world_size": self.ranks.world,
-            "output_layer": type(self.model.output).__name__,  # what model.output = auto picked
+            "output_layer": self._output_layer_name(),  # what model.output = auto picked (None: a task model)
             "ranks": per_rank,
             "config": self.config.to_dict(),
             **self.workload.checkpoint_extras(),
@@ -450,14 +450,18 @@ class Trainer:
             "accumulators": {"loss_sum": self._loss_sum.item(), "token_sum": int(self._token_sum.item())},
         })
 
+    def _output_layer_name(self) -> str | None:
+        output = getattr(self.model, "output", None)  # a language model's output layer; task models have a readout
+        return type(output).__name__ if output is not None else None
+
     def _restore(self, payload: dict[str, Any]) -> None:
         saved_config = Config.from_dict(payload["config"], source="checkpoint config")
         if _without_resumable(saved_config) != _without_resumable(self.config):
             raise CheckpointError(f"{self.run_dir} was trained with another config; a resume may change "
                                   f"only {', '.join(sorted(RESUMABLE_KEYS))}")
         self.workload.check_resume(payload, str(self.run_dir))
-        trained_with, here = payload.get("output_layer"), type(self.model.output).__name__
-        if trained_with and trained_with != here:
+        trained_with, here = payload.get("output_layer"), self._output_layer_name()
+        if trained_with and here and trained_with != here:
             raise CheckpointError(f"{self.run_dir} trained its output layer as {trained_with}, but model.output = "
                                   f"{self.config.model.output} picks {here} on {self.device.type}: resume it on the "
                                   "same kind of device, or train with an explicit model.output")
