@@ -27,4 +27,4 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/train_speed.py
+	$(BIN)/rnnlab bench --preset ptb-small
