@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -53,12 +52,36 @@ def _umask() -> int:
     return mask
 
 
+class _WriteErrors:
+    """A file handle that remembers the OSError of a failed write: torch.save wraps it in a RuntimeError that names
+    neither the file nor the cause (a full disk), so the original is raised instead."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically. Serialised in memory first: torch wraps a write error (a full disk) in a
-    RuntimeError that names no file; written by plain file I/O it stays an OSError with the path."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+    """torch.save, atomically, streamed to the file; a write error stays an OSError that names the path."""
+    def write(handle: IO[bytes]) -> None:
+        tracked = _WriteErrors(handle)
+        try:
+            torch.save(obj, tracked)
+        except RuntimeError:
+            if tracked.error is not None:
+                raise tracked.error from None
+            raise
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
