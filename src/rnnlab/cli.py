@@ -184,12 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=cmd_bench)
 
     demo = commands.add_parser(
-        "demo", help="the gradient problem and its fixes, measured (about 90 s on 2 CPU cores)",
+        "demo", help="the gradient problem and its fixes, measured (about 95 s on 2 CPU cores)",
         description="Tell the story of effective RNN training with measurements: a tanh RNN whose gradient "
                     "vanishes (sigma_max 0.9) and one whose gradient explodes (1.5) with clipping bounding the "
                     "update, an LSTM keeping its gradient, a short LSTM language model on Penn Treebank, a "
-                    "sample, naive vs variational dropout on the recurrent connection, and skip connections "
-                    "through depth and dilation through time. Writes report.html, demo.json, plots and "
+                    "sample, naive vs variational dropout on the recurrent connection, skip connections "
+                    "through depth and dilation through time, and where a training step's time goes as the "
+                    "vocabulary grows (full vs sampled softmax). Writes report.html, demo.json, plots and "
                     "per-model diagnostics to --out.")
     demo.add_argument("--out", metavar="DIR", help="output folder (default runs/demo-DATE-TIME)")
     demo.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds: checks the pipeline only")
