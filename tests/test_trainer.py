@@ -148,8 +148,9 @@ def test_a_stop_never_saves_a_diverged_model(tiny_corpus_dir, tmp_path):
 def test_checkpoint_is_plain_data_that_rebuilds_the_model(tiny_corpus_dir, tmp_path):
     Trainer(_config(tiny_corpus_dir, "train.max_steps=2", "model.tie_weights=true"), tmp_path / "run").fit()
     payload = torch.load(tmp_path / "run" / BEST, weights_only=True)
-    assert {"format_version", "config", "vocab", "model", "optimizer", "schedule", "progress", "carried_state",
-            "rng"} <= set(payload)
+    assert {"format_version", "config", "vocab", "model", "optimizer", "schedule", "progress", "ranks",
+            "world_size"} <= set(payload)
+    assert payload["world_size"] == 1 and set(payload["ranks"][0]) == {"rng", "carried_state"}
     model, config, vocab = model_from_checkpoint(payload)
     assert model.embedding.weight is model.output.weight  # tying survives the round trip
     assert len(vocab) == model.vocab_size and config.model.tie_weights

@@ -436,7 +436,7 @@ class Trainer:
         save_checkpoint(path, {
             "world_size": self.ranks.world,
             "output_layer": self._output_layer_name(),  # what model.output = auto picked (None: a task model)
-            "ranks": per_rank,
+            "ranks": per_rank,  # [{"rng", "carried_state"}] per rank: one process writes one entry
             "config": self.config.to_dict(),
             **self.workload.checkpoint_extras(),
             "model": (self.evaluated_model if path.name == BEST else self.model).state_dict(),
@@ -444,8 +444,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": asdict(self.progress),
-            "carried_state": map_state(lambda s: s.cpu(), self.state),
-            "rng": rng_state(),
             # The partial sums behind the next train record, so it reads the same after a resume.
             "accumulators": {"loss_sum": self._loss_sum.item(), "token_sum": int(self._token_sum.item())},
         })
@@ -476,7 +474,8 @@ class Trainer:
         if world != self.ranks.world:
             raise CheckpointError(f"{self.run_dir} was trained by {world} process(es); resume it with the same number "
                                   f"(this is {self.ranks.world})")
-        mine = payload["ranks"][self.ranks.rank] if "ranks" in payload else payload  # before per-rank entries
+        # Checkpoints written before per-rank entries kept rng and carried_state at the top level.
+        mine = payload["ranks"][self.ranks.rank] if "ranks" in payload else payload
         self.state = map_state(lambda s: s.to(self.device), mine["carried_state"])
         set_rng_state(mine["rng"])
         # Absent from checkpoints written before the partial sums were saved: start the sums afresh.
