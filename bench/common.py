@@ -3,40 +3,25 @@ each other call by call (so that a noisy machine's drift hits every side alike).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from rnnlab.benchmark import rnnlab_run
 from rnnlab.config import Config, TrainConfig
 from rnnlab.data.corpus import Corpus
 from rnnlab.models import RNNLanguageModel
 from rnnlab.training.loop import train_step
 from rnnlab.training.optim import make_optimizer
-from rnnlab.training.trainer import Observer, Trainer
-
-
-class StepClock(Observer):
-    """Records the time at the end of every training step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step(self, step: int, tokens: int) -> None:
-        self.times.append(time.perf_counter())
+from rnnlab.training.trainer import Trainer
 
 
 def trainer_tokens_per_s(config: Config, corpus: Corpus, steps: int) -> tuple[float, Trainer]:
-    """Train ``steps + 1`` steps in a scratch run directory; step 1 is warm-up and not timed."""
-    clock = StepClock()
-    config = config.with_overrides({"train.max_steps": steps + 1})
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, Path(run_dir) / "run", corpus=corpus, observers=(clock,))
-        trainer.fit()
-    return steps * config.train.bptt * config.train.batch_size / (clock.times[-1] - clock.times[0]), trainer
+    """Train ``steps + 1`` steps in a scratch run directory; step 1 is warm-up and not timed (`rnnlab bench`'s)."""
+    seconds, trainer = rnnlab_run(config, corpus, steps)
+    return steps * config.train.bptt * config.train.batch_size / seconds, trainer
 
 
 def training_steps(model: RNNLanguageModel, columns: torch.Tensor, train: TrainConfig) -> Callable[[], None]:

@@ -63,13 +63,7 @@ def main() -> int:
                 h = state[0] if cell == "lstm" else state
                 grads = torch.autograd.grad(out.square().sum() + h.sum(), list(stack.parameters()))
                 results.append([out, h, *grads])
-            try:
-                for a, b in zip(*results):
-                    assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
-                print(f"ok    {cell:<9} {kind}")
-            except AssertionError as exc:
-                failures += 1
-                print(f"FAIL  {cell:<9} {kind}: {str(exc).splitlines()[0]}")
+            failures += not _agree(f"{cell:<9} {kind}", *results)
     failures += _check_output_layers(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"cuda_check on {where}: {failures} failures")
@@ -92,14 +86,20 @@ def _check_output_layers(device: torch.device) -> int:
             loss = layer(moved(hidden), moved(targets)).loss
             exact = layer.exact_loss(moved(hidden), moved(targets)).loss
             results.append([loss, exact, *torch.autograd.grad(loss, list(layer.parameters()))])
-        try:
-            for a, b in zip(*results):
-                assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
-            print(f"ok    output    {kind}")
-        except AssertionError as exc:
-            failures += 1
-            print(f"FAIL  output    {kind}: {str(exc).splitlines()[0]}")
+        failures += not _agree(f"output    {kind}", *results)
     return failures
+
+
+def _agree(case: str, on_cpu: list[torch.Tensor], on_device: list[torch.Tensor]) -> bool:
+    """Print ok / FAIL for one case: every tensor computed on the device equals its CPU counterpart."""
+    try:
+        for a, b in zip(on_cpu, on_device):
+            assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+    except AssertionError as exc:
+        print(f"FAIL  {case}: {str(exc).splitlines()[0]}")
+        return False
+    print(f"ok    {case}")
+    return True
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import torch
 from common import trainer_tokens_per_s
 from rnnlab.config import load_config
 from rnnlab.data import load_corpus
-from rnnlab.data.corpus import Corpus
 from rnnlab.diagnostics import summary_records
 
 
@@ -35,8 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     full = load_corpus(load_config().data)
-    corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:20_000],
-                                             "test": full.splits["test"][:500]}, full.oov)
+    corpus = full.with_short_eval(20_000, test_tokens=500)
     base = load_config(args.preset, overrides=["train.device=cpu"])
     measured = base.with_overrides({"diagnostics.every_steps": args.every})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, {args.preset}, {args.steps} timed "

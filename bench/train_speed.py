@@ -24,7 +24,6 @@ from common import trainer_tokens_per_s
 from rnnlab.benchmark import baseline_run
 from rnnlab.config import load_config
 from rnnlab.data import batchify, load_corpus
-from rnnlab.data.corpus import Corpus
 
 
 def zaremba_dropout(config) -> float:
@@ -51,8 +50,7 @@ def main() -> None:
 
     full = load_corpus(load_config().data)
     # Tiny valid/test splits: the end-of-run evaluation is outside the timed steps anyway.
-    corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:500],
-                                             "test": full.splits["test"][:500]}, full.oov)
+    corpus = full.with_short_eval(500)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device cpu, {args.rounds} rounds, median tokens/s")
     for shape in args.shapes:

@@ -329,3 +329,17 @@ def test_unique_sampling_never_hangs_when_few_ids_can_be_drawn():
     assert math.isinf(draw.tries) and draw.ids.numel() == 1100
     draw = sampler.draw(900, replacement=False)
     assert draw.ids.numel() == 900 and bool((draw.ids >= 100).all()), "ids with count 0 are never drawn"
+
+
+@pytest.mark.parametrize(("kind", "loss_function"), [("sampled", sampled_softmax_loss), ("nce", nce_loss)])
+def test_each_sampling_layer_trains_on_its_own_loss_over_its_draw(kind, loss_function):
+    layer = make_output_layer(kind, H, V, counts=ZIPF, num_samples=5, replacement=True).double().train()
+    hidden, targets = _inputs()
+    torch.manual_seed(3)
+    out = layer(hidden, targets)
+    torch.manual_seed(3)
+    draw = layer.sampler.draw(5, True)
+    expected = loss_function(hidden, targets, layer.weight, layer.bias, draw.ids,
+                             layer.sampler.log_expected_count(draw.ids, draw).double(),
+                             layer.sampler.log_expected_count(targets, draw).double())
+    assert_close(out.loss, expected)

@@ -108,14 +108,16 @@ class _StepClock(Observer):
         self.times.append(time.perf_counter())
 
 
-def rnnlab_run(config: Config, corpus: Corpus, steps: int) -> float:
-    """Seconds for ``steps`` timed steps of rnnlab's Trainer (after one warm-up step), in a scratch directory."""
+def rnnlab_run(config: Config, corpus: Corpus, steps: int) -> tuple[float, Trainer]:
+    """Seconds for ``steps`` timed steps of rnnlab's Trainer (after one warm-up step), in a scratch directory; and
+    the trainer, for whoever wants to look at what it trained."""
     clock = _StepClock()
     config = config.with_overrides({"train.max_steps": steps + 1, "train.checkpoint_every_minutes": 0,
                                     "train.eval_every_steps": 0})
     with tempfile.TemporaryDirectory() as run_dir:
-        Trainer(config, Path(run_dir) / "run", corpus=corpus, observers=(clock,)).fit()
-    return clock.times[-1] - clock.times[0]
+        trainer = Trainer(config, Path(run_dir) / "run", corpus=corpus, observers=(clock,))
+        trainer.fit()
+    return clock.times[-1] - clock.times[0], trainer
 
 
 class _PeakMemory:
@@ -197,7 +199,7 @@ def bench(config: Config, corpus: Corpus, device: torch.device, steps: int, roun
             baseline = baseline_run(config, columns, len(corpus.vocab), steps, device)
         peaks["baseline"] = max(peaks["baseline"], memory.peak)
         with _PeakMemory(device) as memory:
-            ours = rnnlab_run(config, corpus, steps)
+            ours, _ = rnnlab_run(config, corpus, steps)
         peaks["rnnlab"] = max(peaks["rnnlab"], memory.peak)
         results.append({"rnnlab": tokens / ours, "baseline": tokens / baseline})
         if on_round is not None:

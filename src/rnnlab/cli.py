@@ -370,8 +370,6 @@ class _DiagnoseBar:
     PER_LAYER = ("jacobians", "spectra")
 
     def __init__(self, layers: int, enabled: bool) -> None:
-        import time
-
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self.current: tuple[str, int] | None = None
@@ -400,8 +398,6 @@ class _DiagnoseBar:
             self.bar.set_postfix_str(f"{done}/{total} step Jacobians")
 
     def close(self) -> None:
-        import time
-
         self.elapsed = time.perf_counter() - self.started
         if self.bar is not None:
             self.bar.update(self.bar.total - self.bar.n)
@@ -434,7 +430,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from rnnlab.benchmark import bench
-    from rnnlab.data.corpus import Corpus, load_corpus
+    from rnnlab.data.corpus import load_corpus
     from rnnlab.training.trainer import resolve_device
     from rnnlab.training.workloads import workload_class
 
@@ -445,8 +441,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     full = load_corpus(config.data)
     # Short held-out splits: the end-of-run evaluation of each rnnlab run is not timed, only waited for.
-    corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:500],
-                                             "test": full.splits["test"][:500]}, full.oov)
+    corpus = full.with_short_eval(500)
     steps = args.steps or (60 if config.model.hidden_size <= 256 else 15)
     m, t = config.model, config.train
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
@@ -519,9 +514,9 @@ class ProgressBar:
     """The CLI's view of training: on a terminal a tqdm bar with the latest train record and eval lines above it;
     elsewhere one plain line per train record (train.log_every) and per evaluation."""
 
-    def __init__(self, enabled: bool = True, terminal: bool | None = None) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.terminal = _terminal() if terminal is None else terminal
+        self.terminal = _terminal()
         self.bar: Any = None
         self.total = 0
 
@@ -622,8 +617,8 @@ RUN_FILES = ("config.toml", "metrics.jsonl", "tokenizer.model", "tensorboard")  
 
 def _new_run_dir(requested: str | None, name: str | None, overwrite: bool = False) -> Path:
     """The run directory of a new run. An existing one is reused when its run never saved a checkpoint (it failed or
-    was killed first: nothing to resume, its config and metrics are replaced); one with checkpoints only with
-    ``overwrite``, which deletes them; one holding anything else never (it may not be a run directory)."""
+    was killed first: nothing to resume; its config and metrics move to previous-DATE-TIME/); one with checkpoints
+    only with ``overwrite``, which deletes them; one holding anything else never (it may not be a run directory)."""
     if requested:
         run_dir = Path(requested)
         if not run_dir.exists() or not any(run_dir.iterdir()):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from rnnlab.config import Config, ModelConfig, RegularizationConfig, load_config
-from rnnlab.data.corpus import Corpus, load_corpus
+from rnnlab.data.corpus import load_corpus
 from rnnlab.data.synthetic import make_task, seeded_generator
 from rnnlab.data.tokenizers import get_tokenizer
 from rnnlab.diagnostics import diagnose, gradient_flow, run_probe
@@ -344,8 +344,7 @@ def _train_language_model(run_dir: Path, settings: DemoSettings, observers: tupl
         f"train.seed={settings.seed}", "train.epochs=1"])
     full = load_corpus(config.data)
     n = settings.lm_valid_tokens
-    corpus = Corpus(full.vocab, full.level, {"train": full.splits["train"], "valid": full.splits["valid"][:n],
-                                             "test": full.splits["test"][:n]}, full.oov)
+    corpus = full.with_short_eval(n)
     trainer = Trainer(config, run_dir, corpus=corpus, observers=observers)
     before = trainer.workload.evaluate("valid")
     run = trainer.fit()

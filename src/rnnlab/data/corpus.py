@@ -46,6 +46,13 @@ class Corpus:
     def tokens(self, split: str) -> int:
         return int(self.splits[split].numel())
 
+    def with_short_eval(self, tokens: int, test_tokens: int | None = None) -> Corpus:
+        """The same corpus with validation (and test) cut to their first ``tokens``: for demos and benchmarks,
+        whose evaluations show a trend or are not timed (no per-word sizes: those are a whole split's)."""
+        splits = {"train": self.splits["train"], "valid": self.splits["valid"][:tokens],
+                  "test": self.splits["test"][: test_tokens or tokens]}
+        return Corpus(self.vocab, self.level, splits, self.oov, fingerprint=self.fingerprint)
+
 
 def text_sizes(text: str) -> dict[str, int]:
     """Words (whitespace-split, a line end counting as one, as PTB's <eos>) and characters (code points, line

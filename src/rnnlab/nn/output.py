@@ -245,10 +245,15 @@ class SampledSoftmax(FullSoftmax):
             return self.exact_loss(hidden, targets)
         draw = self.sampler.draw(self.num_samples, self.replacement)
         candidates = draw.ids.to(hidden.device, non_blocking=True)
-        loss = sampled_softmax_loss(hidden, targets, self.weight, self.bias, candidates,
-                                    self.sampler.log_expected_count(candidates, draw),
-                                    self.sampler.log_expected_count(_scored(targets)[0], draw))
+        loss = self.candidate_loss(hidden, targets, self.weight, self.bias, candidates,
+                                   self.sampler.log_expected_count(candidates, draw),
+                                   self.sampler.log_expected_count(_scored(targets)[0], draw))
         return OutputLoss(loss, (targets != IGNORE_INDEX).sum())
+
+    @staticmethod
+    def candidate_loss(*args: torch.Tensor) -> torch.Tensor:
+        """The training loss over the true classes and the drawn candidates (NCELoss puts its own here)."""
+        return sampled_softmax_loss(*args)
 
     def exact_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> OutputLoss:
         return FullSoftmax.forward(self, hidden, targets)
@@ -265,14 +270,9 @@ class NCELoss(SampledSoftmax):
         if self.bias is not None:
             nn.init.constant_(self.bias, -math.log(self.weight.size(0)))
 
-    def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> OutputLoss:
-        if not self.training:
-            return self.exact_loss(hidden, targets)
-        draw = self.sampler.draw(self.num_samples, self.replacement)
-        noise = draw.ids.to(hidden.device, non_blocking=True)
-        loss = nce_loss(hidden, targets, self.weight, self.bias, noise, self.sampler.log_expected_count(noise, draw),
-                        self.sampler.log_expected_count(_scored(targets)[0], draw))
-        return OutputLoss(loss, (targets != IGNORE_INDEX).sum())
+    @staticmethod
+    def candidate_loss(*args: torch.Tensor) -> torch.Tensor:
+        return nce_loss(*args)  # the candidates are the noise words
 
 
 # ---------------------------------------------------------------- adaptive softmax
