@@ -334,3 +334,20 @@ def test_a_model_too_large_for_memory_is_one_line_naming_its_size(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "not enough memory" in err and "1000000" in err, err
     assert not (tmp_path / "huge").exists(), "nothing is left behind"
+
+
+def test_a_kill_right_after_an_epochs_last_step_still_resumes(tiny_corpus_dir, tmp_path):
+    """The periodic save never lands between an epoch's last window and its end (validation, the next epoch):
+    a checkpoint there would resume at a window past the end of the data."""
+    probe = Trainer(_config(tiny_corpus_dir), tmp_path / "probe")
+    windows = probe.windows_per_epoch
+    probe.metrics.close()
+    config = _config(tiny_corpus_dir, "train.checkpoint_every_steps=1", "train.epochs=2")
+    trainer = Trainer(config, tmp_path / "run")
+    for _ in range(windows):  # the whole first epoch, but not its end: as if killed right there
+        trainer._train_one_window()
+    trainer.metrics.close()
+    saved = load_checkpoint(tmp_path / "run" / LATEST)["progress"]
+    assert saved["step"] == windows - 1 and saved["window"] < windows
+    result = Trainer(config, tmp_path / "run", resume=True).fit()
+    assert result.stopped_by == "epochs" and result.steps == 2 * windows

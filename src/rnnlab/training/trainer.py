@@ -270,6 +270,8 @@ class Trainer:
 
     def _maybe_checkpoint(self) -> None:
         """latest.pt mid-epoch, by wall time or by steps, so a kill loses little."""
+        if self.progress.window == self.workload.windows_in_epoch(self.progress.epoch):
+            return  # the epoch end right after saves; a save here would resume past the epoch's last window
         train_cfg = self.config.train
         by_steps = train_cfg.checkpoint_every_steps and self.progress.step % train_cfg.checkpoint_every_steps == 0
         by_time = bool(train_cfg.checkpoint_every_minutes
