@@ -49,42 +49,77 @@ def _cli(*args, timeout=120, **popen):
 # ---------------------------------------------------------------- non-finite steps
 
 
-def test_a_non_finite_gradient_skips_the_update_and_leaves_the_optimizer_alone(tiny_corpus_dir):
-    config = _config(tiny_corpus_dir, "train.optimizer=sgd", "train.momentum=0.9")
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "plain"])
+def test_a_non_finite_gradient_skips_the_update_and_leaves_the_optimizer_alone(optimizer, tiny_corpus_dir):
+    """The fused optimizers skip on the device (found_inf); "plain" (foreach SGD, no such hook) reads the flag."""
+    kind = "sgd" if optimizer == "plain" else optimizer
+    config = _config(tiny_corpus_dir, f"train.optimizer={kind}", "train.momentum=0.9")
     trainer = Trainer(config, tiny_corpus_dir.parent / "run")
-    model, optimizer = trainer.model, trainer.optimizer
+    model, opt = trainer.model, trainer.optimizer
+    if optimizer == "plain":
+        opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9, foreach=True)
     inputs, targets = trainer.workload.window(1, 0)
-    train_step(model, optimizer, inputs, targets, None, clip_norm=5.0, loss_average="sequences")  # momentum exists
+    first = train_step(model, opt, inputs, targets, None, clip_norm=5.0, loss_average="sequences")  # state exists
+    assert bool(first.applied)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    momentum = {id(p): optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()}
+    saved = {id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
     poisoned = model.rnn.layer_weights(0).weight_hh
     handle = poisoned.register_hook(lambda grad: grad * float("inf"))
-    result = train_step(model, optimizer, inputs, targets, None, clip_norm=5.0, loss_average="sequences")
+    result = train_step(model, opt, inputs, targets, first.state, clip_norm=5.0, loss_average="sequences")
     handle.remove()
-    assert result.nonfinite and any("weight_hh" in name for name in result.nonfinite)
+    assert not bool(result.applied)
+    assert [name for name in result.faults() if "weight_hh" in name] == [
+        name for name, p in model.named_parameters() if p is poisoned]
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[name]), name
     for p in model.parameters():
-        assert torch.equal(optimizer.state[p]["momentum_buffer"], momentum[id(p)])
+        for key, value in saved[id(p)].items():
+            assert torch.equal(opt.state[p][key], value), key
+    for carried, incoming in zip(result.state, first.state):  # the window's incoming (h, c) goes on
+        assert torch.equal(carried, incoming)
 
 
-def test_consecutive_non_finite_steps_stop_the_run_with_one_line(tiny_corpus_dir, tmp_path):
-    config = _config(tiny_corpus_dir, "train.max_nonfinite_steps=3", "train.epochs=5", "train.checkpoint_every_steps=1")
+def test_a_skipped_first_step_creates_no_optimizer_state_that_moves(tiny_corpus_dir):
+    """Adam's lazily created state on a skipped first step: the step count stays 0, the weights stay."""
+    trainer = Trainer(_config(tiny_corpus_dir, "train.optimizer=adam"), tiny_corpus_dir.parent / "run")
+    model = trainer.model
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs, targets = trainer.workload.window(1, 0)
+    handle = model.rnn.layer_weights(0).weight_ih.register_hook(lambda grad: grad * float("nan"))
+    result = train_step(model, trainer.optimizer, inputs, targets, None, clip_norm=0.0, loss_average="tokens")
+    handle.remove()
+    assert not bool(result.applied)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert all(float(state["step"]) == 0 for state in trainer.optimizer.state.values())
+    assert all(not s.any() for s in result.state)  # no incoming state: the zero state goes on
+
+
+@pytest.mark.parametrize(("every", "records"), [("train.checkpoint_every_steps=1", [3, 4, 5]),
+                                                ("train.log_every=5", [5])])
+def test_consecutive_non_finite_steps_stop_the_run_with_one_line(every, records, tiny_corpus_dir, tmp_path):
+    """Skips are counted on the device and read at saves and train records: every step here, or every 5th."""
+    config = _config(tiny_corpus_dir, "train.max_nonfinite_steps=3", "train.epochs=5", "train.log_every=50",
+                     "train.checkpoint_every_minutes=0", every)
     trainer = Trainer(config, tmp_path / "run")
-    for _ in range(2):  # two good steps, saved as latest.pt
+    for _ in range(2):  # two good steps
         trainer._train_one_window()
+    trainer._save(tmp_path / "run" / LATEST)
     good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.model.rnn.layer_weights(0).weight_ih.register_hook(lambda grad: grad * float("nan"))
-    with pytest.raises(TrainingDiverged, match=r"3 steps in a row .*the first at step 3"):
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row .*the first at step 3, in rnn\.\S*weight_ih"):
         for _ in range(5):
             trainer._train_one_window()
+    assert trainer.progress.step == 5
     trainer.metrics.close()
     skipped = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "skipped"]
-    assert [r["step"] for r in skipped] == [3, 4, 5] and skipped[0]["grad_norm"] is None
+    assert [r["step"] for r in skipped] == records
+    assert sum(r["skipped"] for r in skipped) == 3 and skipped[-1]["in_a_row"] == 3 and skipped[-1]["first"] == 3
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
-        _strict(line)  # NaN is written as null
+        _strict(line)
     saved = load_checkpoint(tmp_path / "run" / LATEST)
-    assert saved["progress"]["step"] == 4  # the last save before the stop; the model in it is the good one
+    assert saved["progress"]["step"] == (4 if len(records) == 3 else 2)  # the last save before the stop
+    assert saved["progress"]["skipped_steps"] == saved["progress"]["nonfinite_run"] == saved["progress"]["step"] - 2
     for name, value in saved["model"].items():
         assert torch.equal(value, good[name]), name
 

@@ -1,10 +1,14 @@
 """One rnnlab step against a plain PyTorch step, and truncated BPTT against one long pass."""
 
+import contextlib
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rnnlab.config import ModelConfig, TrainConfig
 from rnnlab.models import RNNLanguageModel
@@ -122,3 +126,83 @@ def test_a_distributed_wrapper_sees_the_loss_and_synchronises_the_update(tmp_pat
         for name, value in model.state_dict().items():
             assert_close(ranked[name], value, msg=f"rank {rank}: {name}")
     assert not torch.equal(model.state_dict()["output.weight"], weights["output.weight"])
+
+
+class _HostRead(AssertionError):
+    pass
+
+
+# aten ops that make the host wait for a CUDA device: reading a value (item, bool, float, int all end in
+# _local_scalar_dense), and outputs whose shape depends on the data.
+_SYNCING_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2",
+                "aten::unique_dim", "aten::unique_consecutive", "aten::equal", "aten::is_nonzero"}
+
+
+def _inside_candidate_draw() -> bool:
+    """The sampled / NCE candidates are drawn on the host by design (CPU tensors, then sent to the device)."""
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "draw" and type(frame.f_locals.get("self")).__name__ == "CandidateSampler":
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _RefuseHostReads(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        boolean_index = name == "aten::index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        if (name in _SYNCING_OPS or boolean_index) and not _inside_candidate_draw():
+            raise _HostRead(f"the training step ran {name}, which waits for the device")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """A context in which every op that would make the host wait for a CUDA device raises (on the CPU, where
+    it is free). Copies to the host are not seen: on the CPU they are no copies at all."""
+    def refuse(*args, **kwargs):
+        raise _HostRead("the training step copied a tensor to the host")
+
+    @contextlib.contextmanager
+    def refusing():
+        with monkeypatch.context() as patch, _RefuseHostReads():
+            for method in ("tolist", "numpy"):  # these read memory without an aten op
+                patch.setattr(torch.Tensor, method, refuse)
+            yield
+
+    return refusing
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.cell=lstm"],
+    ["model.cell=gru", "regularization.dropout_kind=variational", "regularization.hidden_dropout=0.3",
+     "regularization.output_dropout=0.3", "regularization.recurrent_dropout=0.3", "regularization.embedding_dropout=0.1",
+     "regularization.ar=1.0", "regularization.tar=1.0"],
+    ["model.cell=rnn_tanh", "regularization.weight_drop=0.3", "model.skip=residual",
+     "regularization.recurrent_dropout=0.2", "regularization.recurrent_dropout_kind=naive"],
+    ["model.cell=lstm", "model.output=sampled"],
+    ["model.cell=lstm", "model.output=nce"],
+    pytest.param(["model.cell=lstm", "model.output=adaptive", "output.div_value=2"], marks=pytest.mark.xfail(
+        strict=True, raises=_HostRead, reason="torch's AdaptiveLogSoftmaxWithLoss picks each cluster's rows with "
+        "nonzero(): a sync per cluster and step, documented in docs/performance.md")),
+])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_training_step_never_reads_the_device(overrides, optimizer, no_host_reads):
+    """Issue 12's rule: no host synchronisation in the training step (on CPU the same code would sync on CUDA)."""
+    from rnnlab.config import load_config
+
+    config = load_config(overrides=[*overrides, "model.hidden_size=8", "model.embedding_dim=8", "model.num_layers=2",
+                                    "output.num_samples=4", "output.cutoffs=[4, 8]", f"train.optimizer={optimizer}"])
+    torch.manual_seed(0)
+    model = RNNLanguageModel.from_config(config.model, 12, config.regularization, output_settings=config.output,
+                                         counts=list(range(12, 0, -1)))
+    optimizer = make_optimizer(model.parameters(), config.train)
+    inputs, targets = torch.randint(12, (T, B)), torch.randint(12, (T, B))
+    state = None
+    for _ in range(2):
+        with no_host_reads():
+            result = train_step(model, optimizer, inputs, targets, state, clip_norm=0.5, loss_average="tokens")
+        state = result.state
+    assert bool(result.applied)

@@ -549,8 +549,9 @@ class ProgressBar:
             if record["event"] == "eval":
                 text = f"epoch {record['epoch']} step {record['step']}: {record['split']} {_headline(record)}"
             else:
-                text = (f"step {record['step']}: skipped, non-finite loss or gradient in "
-                        f"{', '.join(record['nonfinite'][:3])} ({record['in_a_row']} in a row)")
+                text = (f"step {record['step']}: {record['skipped']} step(s) skipped since the last record, non-finite "
+                        f"loss or gradient in {', '.join(record['nonfinite'][:3])} ({record['in_a_row']} in a row "
+                        f"from step {record['first']})")
             if self.bar is not None:
                 self.bar.set_description_str("")
                 self.bar.write(text, file=sys.stderr)

@@ -137,6 +137,7 @@ class CandidateSampler:
         else:
             raise ValueError(f"unknown sampler {kind!r} (samplers: log_uniform, unigram)")
         self.probs = probs  # derived from the vocabulary: not a parameter, not in the state_dict; on the CPU
+        self._device_probs: torch.Tensor | None = None  # a copy where the targets are, made once
 
     def draw(self, num: int, replacement: bool) -> Draw:
         """``num`` candidates; without replacement, the first ``num`` distinct ids of draws with replacement
@@ -165,9 +166,14 @@ class CandidateSampler:
         without (0 when every id was taken once)."""
         if math.isinf(draw.tries):
             return torch.zeros(ids.shape, device=ids.device)
-        probs = self.probs[ids.cpu()]
+        probs = self._probs_on(ids.device)[ids]  # the targets stay on their device: no copy to the host
         counts = draw.tries * probs if draw.replacement else -torch.expm1(draw.tries * torch.log1p(-probs))
-        return counts.log().float().to(ids.device, non_blocking=True)
+        return counts.log().float()
+
+    def _probs_on(self, device: torch.device) -> torch.Tensor:
+        if self._device_probs is None or self._device_probs.device != device:
+            self._device_probs = self.probs.to(device)
+        return self._device_probs
 
     def _draw(self, num: int) -> torch.Tensor:
         if self.kind == "log_uniform":

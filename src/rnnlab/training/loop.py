@@ -12,15 +12,23 @@ from rnnlab.data.batching import EvalStream
 from rnnlab.models.base import RecurrentModel
 from rnnlab.nn.mode import evaluating, in_mode
 from rnnlab.nn.output import IGNORE_INDEX
-from rnnlab.nn.recurrent import State, detach_state
+from rnnlab.nn.recurrent import State, detach_state, map_state
+from rnnlab.training.optim import skips_on_device
 
 
 class StepResult(NamedTuple):
     loss: torch.Tensor  # summed NLL over the window (detached, on the model's device)
     tokens: torch.Tensor  # tokens scored
     grad_norm: torch.Tensor  # global gradient norm before clipping
-    state: State  # final recurrent state, detached: the next window starts from it
-    nonfinite: list[str] | None = None  # a skipped update: the parameters whose gradients were not finite
+    state: State  # the state the next window starts from, detached (the incoming one when the step was skipped)
+    applied: torch.Tensor  # bool scalar on the device: the update was applied (the loss and gradient were finite)
+    grad_finite: torch.Tensor  # (P,) bool on the device: which gradients were finite, in ``grad_names`` order
+    grad_names: tuple[str, ...]  # every parameter's name (one without gradient counts as finite)
+
+    def faults(self) -> list[str]:
+        """The parameters whose gradient was not finite (reads the device: call it off the hot path)."""
+        bad = [name for name, ok in zip(self.grad_names, self.grad_finite.tolist()) if not ok]
+        return bad or ["(the loss)"]
 
 
 def train_step(
@@ -34,12 +42,13 @@ def train_step(
     loss_average: str,
     skip_nonfinite: bool = True,
 ) -> StepResult:
-    """Forward, backward, clip, update.
+    """Forward, backward, clip, update, without a host synchronisation.
 
     With ``skip_nonfinite`` a step whose loss or gradient norm is not finite changes nothing: no update, the
     optimizer state untouched, and the window's incoming state carried on instead of its (non-finite) final
-    one; ``nonfinite`` names the parameters at fault. That check reads one flag from the device per step (as
-    torch.amp.GradScaler does; free on the CPU); without it the step has no host synchronisation.
+    one. The decision stays on the device: the fused optimizers take it as ``found_inf``, the same hook
+    torch.amp.GradScaler uses, so nothing waits for the GPU; ``applied`` says afterwards what happened. An
+    optimizer without that hook (not built by ``make_optimizer``) makes the step read the flag instead.
 
     ``model`` is a ``RecurrentModel`` or a wrapper of one (DistributedDataParallel): the loss comes
     from calling it, so the wrapper sees the whole graph."""
@@ -49,19 +58,89 @@ def train_step(
     # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
     divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
     (out.loss / divisor + out.penalty).backward()
-    params = [p for p in model.parameters() if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    named = list(model.named_parameters())
+    params = [p for _, p in named if p.grad is not None]
+    # get_total_norm's own arithmetic, keeping the per-parameter norms that name a fault.
+    norms = torch.stack(torch._foreach_norm([p.grad for p in params]))
+    grad_norm = torch.linalg.vector_norm(norms)
+    grad_finite = norms.isfinite()
+    if len(params) < len(named):  # a parameter without gradient (an unused adaptive-softmax cluster) is finite
+        each, no_grad = iter(grad_finite), grad_finite.new_ones(())
+        grad_finite = torch.stack([next(each) if p.grad is not None else no_grad for _, p in named])
     # Under DistributedDataParallel the gradient norm is the all-reduced one, the loss this rank's own: the norm
     # alone decides there, so every rank skips the same steps (a non-finite loss gives non-finite gradients).
     finite = torch.isfinite(grad_norm) if distributed else torch.isfinite(grad_norm) & torch.isfinite(out.loss)
-    if skip_nonfinite and not bool(finite):
-        bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    if not skip_nonfinite:
+        finite = torch.ones((), dtype=torch.bool, device=grad_norm.device)
+    names = tuple(name for name, _ in named)
+    result = StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state), finite, grad_finite, names)
+    device_skip = skips_on_device(optimizer)
+    if skip_nonfinite and not device_skip and not bool(finite):  # the fallback: one read of the device
         optimizer.zero_grad(set_to_none=True)
-        return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(state), bad or ["(the loss)"])
+        return result
     if clip_norm > 0:  # the same as clip_grad_norm_, split so the check above sees the gradients unclipped
         torch.nn.utils.clip_grads_with_norm_(params, clip_norm, grad_norm)
-    optimizer.step()
-    return StepResult(out.loss.detach(), out.tokens, grad_norm, detach_state(out.state))
+    if skip_nonfinite and device_skip:
+        optimizer.grad_scale, optimizer.found_inf = None, (~finite).float()
+        try:
+            optimizer.step()
+        finally:
+            optimizer.found_inf = None
+        new_state = detach_state(out.state)
+        if state is None:
+            state = map_state(torch.zeros_like, new_state)
+        new_state = _select_state(finite, new_state, detach_state(state))
+    else:
+        optimizer.step()
+        new_state = detach_state(out.state)
+    return result._replace(state=new_state)
+
+
+class SkippedSteps:
+    """Counts skipped (non-finite) steps on the device, so the training loop never waits for it; ``read``
+    fetches the counts in one transfer (the trainer calls it where it syncs anyway: train records, saves)."""
+
+    class Summary(NamedTuple):
+        skipped: int  # steps skipped since the last read
+        run: int  # skipped steps in a row up to now
+        run_first: int  # the first step of that run (-1: none)
+        longest: int  # the longest run since the last read (the current one included)
+        longest_first: int  # its first step
+        faults: list[str]  # the parameters at fault at that run's first step
+
+    def __init__(self, device: torch.device, names: tuple[str, ...], run: int = 0, run_first: int = -1) -> None:
+        self.names = names
+        long = dict(dtype=torch.long, device=device)
+        # skipped, run, run_first, longest, longest_first
+        self.counts = torch.tensor([0, run, run_first, run, run_first], **long)
+        self.run_faults = torch.zeros(len(names), dtype=torch.bool, device=device)
+        self.longest_faults = self.run_faults.clone()
+
+    def update(self, step: int, result: StepResult) -> None:
+        """``step`` is the 1-based number of the step ``result`` came from."""
+        skipped, run, run_first, longest, longest_first = self.counts.unbind()
+        bad = ~result.applied
+        run = torch.where(bad, run + 1, 0)
+        starts = bad & (run == 1)
+        run_first = torch.where(starts, step, run_first)
+        self.run_faults = torch.where(starts, ~result.grad_finite, self.run_faults)
+        longer = run > longest
+        self.longest_faults = torch.where(longer, self.run_faults, self.longest_faults)
+        self.counts = torch.stack([skipped + bad.long(), run, run_first, torch.where(longer, run, longest),
+                                   torch.where(longer, run_first, longest_first)])
+
+    def read(self) -> Summary:
+        skipped, run, run_first, longest, longest_first = self.counts.tolist()
+        faults = [name for name, bad in zip(self.names, self.longest_faults.tolist()) if bad] or ["(the loss)"]
+        self.counts = torch.stack([torch.zeros_like(self.counts[0]), *self.counts[1:3], *self.counts[1:3]])
+        self.longest_faults = self.run_faults.clone()
+        return self.Summary(skipped, run, run_first, longest, longest_first, faults)
+
+
+def _select_state(keep_new: torch.Tensor, new: State, old: State) -> State:
+    if isinstance(new, tuple):
+        return tuple(torch.where(keep_new, n, o) for n, o in zip(new, old))  # type: ignore[return-value]
+    return torch.where(keep_new, new, old)
 
 
 def clip_gradients(params, max_norm: float) -> torch.Tensor:

@@ -35,9 +35,9 @@ from rnnlab.io import atomic_write, atomic_write_text
 from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rnnlab.training.distributed import Ranks
-from rnnlab.training.loop import train_step
+from rnnlab.training.loop import SkippedSteps, train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
-from rnnlab.training.optim import LrSchedule, make_optimizer, scaled_lr
+from rnnlab.training.optim import LrSchedule, load_optimizer_state, make_optimizer, scaled_lr
 from rnnlab.training.workloads import Metrics, build_workload
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,9 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / LATEST))
             if main:
                 truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
+        # Skipped steps are counted on the device and read at train records and saves: no per-step sync.
+        names = tuple(name for name, _ in self.model.named_parameters())  # DDP's order, without "module."
+        self._skips = SkippedSteps(self.device, names, self.progress.nonfinite_run, self.progress.nonfinite_first)
         self.metrics: MetricsLog | None = None
         if main:
             atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
@@ -234,15 +237,13 @@ class Trainer:
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
-        if result.nonfinite is not None:
-            self._skipped(result)
-        else:
-            self.progress.nonfinite_run = 0
-            if self.averaged is not None:
-                self.averaged.update_parameters(self.model)
-            self._loss_sum += result.loss
-            self._token_sum += result.tokens
-            self._last_grad_norm = result.grad_norm
+        self._skips.update(self.progress.step, result)
+        # A skipped step adds nothing; decided on the device (only NT-ASGD's average reads the flag).
+        if self.averaged is not None and bool(result.applied):
+            self.averaged.update_parameters(self.model)
+        self._loss_sum += torch.where(result.applied, result.loss, 0.0)
+        self._token_sum += torch.where(result.applied, result.tokens, 0)
+        self._last_grad_norm = torch.where(result.applied, result.grad_norm, self._last_grad_norm)
         processed = inputs.shape[0] * inputs.shape[1]  # time steps x sequences
         self._log_tokens += processed
         if self.progress.step % train_cfg.log_every == 0:
@@ -254,19 +255,19 @@ class Trainer:
         for obs in self.observers:
             obs.on_step(self.progress.step, processed)
 
-    def _skipped(self, result) -> None:
-        """A step whose loss or gradient was not finite: nothing was applied. Log it; stop after too many in a row."""
-        progress = self.progress
-        progress.skipped_steps += 1
-        if progress.nonfinite_run == 0:
-            progress.nonfinite_first = progress.step
-        progress.nonfinite_run += 1
-        self._emit({"event": "skipped", "epoch": progress.epoch, "step": progress.step,
-                    "loss": float(result.loss), "grad_norm": float(result.grad_norm),
-                    "nonfinite": result.nonfinite[:8], "in_a_row": progress.nonfinite_run})
-        if progress.nonfinite_run >= self.config.train.max_nonfinite_steps:
-            self._diverged(f"{progress.nonfinite_run} steps in a row had a non-finite loss or gradient (the first at "
-                           f"step {progress.nonfinite_first}, in {', '.join(result.nonfinite[:3])}); none was applied")
+    def _check_skipped(self) -> None:
+        """Steps whose loss or gradient was not finite were not applied: log them since the last look, and stop
+        once too many came in a row. Runs at train records, validations and saves, where the loop reads the device
+        anyway."""
+        progress, seen = self.progress, self._skips.read()
+        progress.skipped_steps += seen.skipped
+        progress.nonfinite_run, progress.nonfinite_first = seen.run, seen.run_first
+        if seen.skipped:
+            self._emit({"event": "skipped", "epoch": progress.epoch, "step": progress.step, "skipped": seen.skipped,
+                        "in_a_row": seen.longest, "first": seen.longest_first, "nonfinite": seen.faults[:8]})
+        if seen.longest >= self.config.train.max_nonfinite_steps:
+            self._diverged(f"{seen.longest} steps in a row had a non-finite loss or gradient (the first at step "
+                           f"{seen.longest_first}, in {', '.join(seen.faults[:3])}); none was applied")
 
     def _maybe_checkpoint(self) -> None:
         """latest.pt mid-epoch, by wall time or by steps, so a kill loses little."""
@@ -285,6 +286,7 @@ class Trainer:
 
     def _log_train(self) -> None:
         now = time.perf_counter()
+        self._check_skipped()
         # Every rank logs at the same steps: the record sums all ranks' columns.
         loss_sum, tokens = self.ranks.sum([self._loss_sum.item(), float(self._token_sum.item())])
         tokens = int(tokens)
@@ -348,6 +350,7 @@ class Trainer:
         return self.averaged.module if self.averaged is not None else self.model
 
     def _validate(self) -> Metrics:
+        self._check_skipped()  # a run of skipped steps is named before the validation loss it caused
         paused = time.perf_counter()
         result = self._evaluate("valid")
         if not math.isfinite(result["loss"]):
@@ -420,6 +423,7 @@ class Trainer:
                     old.unlink()
 
     def _write_checkpoint(self, path: Path) -> None:
+        self._check_skipped()  # the counts go into progress; too many in a row stops before anything is written
         # Never let a diverged model overwrite a good checkpoint: losses since the last train record
         # and the latest gradient norm are checked here (one host sync per checkpoint).
         if not (torch.isfinite(self._loss_sum) and torch.isfinite(self._last_grad_norm)):
@@ -469,7 +473,7 @@ class Trainer:
         if payload.get("averaged") is not None:
             self.averaged = AveragedModel(self.model)
             self.averaged.load_state_dict(payload["averaged"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        load_optimizer_state(self.optimizer, payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.progress = Progress(**payload["progress"])
         world = payload.get("world_size", 1)
