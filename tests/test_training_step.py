@@ -178,8 +178,8 @@ def no_host_reads(monkeypatch):
 @pytest.mark.parametrize("overrides", [
     ["model.cell=lstm"],
     ["model.cell=gru", "regularization.dropout_kind=variational", "regularization.hidden_dropout=0.3",
-     "regularization.output_dropout=0.3", "regularization.recurrent_dropout=0.3", "regularization.embedding_dropout=0.1",
-     "regularization.ar=1.0", "regularization.tar=1.0"],
+     "regularization.output_dropout=0.3", "regularization.recurrent_dropout=0.3",
+     "regularization.embedding_dropout=0.1", "regularization.ar=1.0", "regularization.tar=1.0"],
     ["model.cell=rnn_tanh", "regularization.weight_drop=0.3", "model.skip=residual",
      "regularization.recurrent_dropout=0.2", "regularization.recurrent_dropout_kind=naive"],
     ["model.cell=lstm", "model.output=sampled"],
