@@ -260,6 +260,14 @@ class TrainConfig:
         300.0, "under torchrun: seconds a rank waits for the others at a collective before it stops with one line "
         "(a rank that died makes the rest exit instead of hang)", low=0.0, low_open=True)
     tensorboard: bool = setting(False, "also log the metrics to TensorBoard (RUN_DIR/tensorboard)")
+    precision: str = setting(
+        "fp32", "fp32, or bf16: the training forward under torch.autocast to bfloat16 on CUDA (weights, "
+        "gradients, optimizer state and the loss stay float32; validation and test run in float32). CUDA only",
+        choices=("fp32", "bf16"))
+    cuda_graphs: bool = setting(
+        False, "capture the whole training step (forward, backward, clip, update) in a CUDA graph and replay it: "
+        "one launch per step instead of hundreds; an epoch's short last window runs uncaptured. CUDA only, one "
+        "process, windows of one length (no variable_bptt) and the full softmax output")
 
     def __post_init__(self) -> None:
         _validate_section("train", self)
@@ -328,6 +336,13 @@ class Config:
         if self.is_task and self.train.variable_bptt:
             raise ConfigError(f"train.variable_bptt cuts a token stream into windows; the {self.task.name} task "
                               "trains on whole sequences")
+        if self.train.cuda_graphs and self.train.variable_bptt:
+            raise ConfigError("train.cuda_graphs replays one window shape; train.variable_bptt draws a length per "
+                              "window: set one of them to false")
+        if self.train.cuda_graphs and self.model.output not in ("softmax", "auto"):
+            raise ConfigError(f"train.cuda_graphs cannot capture model.output = {self.model.output} (sampled and nce "
+                              "draw their candidates on the host, adaptive picks rows of data-dependent size): use "
+                              "softmax, or set train.cuda_graphs = false")
 
     @property
     def is_task(self) -> bool:

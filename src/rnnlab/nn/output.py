@@ -87,13 +87,16 @@ class FullSoftmax(OutputLayer):
         return F.linear(hidden, self.weight, self.bias)
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> OutputLoss:
-        loss = F.cross_entropy(self.logits(hidden), targets, reduction="sum", ignore_index=IGNORE_INDEX)
+        logits = self.logits(hidden)
+        logits = logits.to(_accumulation_dtype(logits))  # bf16 logits (autocast) normalised and summed in float32
+        loss = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE_INDEX)
         return OutputLoss(loss, (targets != IGNORE_INDEX).sum())
 
     exact_loss = forward
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.logits(hidden), dim=-1)
+        logits = self.logits(hidden)
+        return F.log_softmax(logits.to(_accumulation_dtype(logits)), dim=-1)
 
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -41,6 +42,7 @@ def train_step(
     clip_norm: float,
     loss_average: str,
     skip_nonfinite: bool = True,
+    autocast: torch.dtype | None = None,
 ) -> StepResult:
     """Forward, backward, clip, update, without a host synchronisation.
 
@@ -50,11 +52,15 @@ def train_step(
     torch.amp.GradScaler uses, so nothing waits for the GPU; ``applied`` says afterwards what happened. An
     optimizer without that hook (not built by ``make_optimizer``) makes the step read the flag instead.
 
+    ``autocast`` (train.precision = bf16: torch.bfloat16) runs the forward under torch.autocast; the weights,
+    gradients and optimizer stay float32 and the output layers sum their losses in float32.
+
     ``model`` is a ``RecurrentModel`` or a wrapper of one (DistributedDataParallel): the loss comes
     from calling it, so the wrapper sees the whole graph."""
     optimizer.zero_grad(set_to_none=True)
     distributed = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-    out = model(inputs, targets, state)
+    with _autocast(inputs.device, autocast):
+        out = model(inputs, targets, state)
     # "sequences": summed over time, averaged over the batch (Zaremba 2014); "tokens": per token.
     divisor = out.tokens if loss_average == "tokens" else inputs.size(1)  # inputs are (T, B, ...)
     (out.loss / divisor + out.penalty).backward()
@@ -135,6 +141,14 @@ class SkippedSteps:
         self.counts = torch.stack([torch.zeros_like(self.counts[0]), *self.counts[1:3], *self.counts[1:3]])
         self.longest_faults = self.run_faults.clone()
         return self.Summary(skipped, run, run_first, longest, longest_first, faults)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    # A CUDA graph replays the casts it captured: autocast's weight cache must be off while capturing.
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=not capturing)
 
 
 def _select_state(keep_new: torch.Tensor, new: State, old: State) -> State:

@@ -15,11 +15,13 @@ Run directory layout::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,12 @@ from rnnlab.config import RESUMABLE_KEYS, Config, check_device_name
 from rnnlab.data.corpus import Corpus
 from rnnlab.errors import CheckpointError, ConfigError, RnnlabError
 from rnnlab.io import atomic_write, atomic_write_text
+from rnnlab.nn.output import FullSoftmax
 from rnnlab.nn.recurrent import State, map_state
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rnnlab.training.distributed import Ranks
-from rnnlab.training.loop import SkippedSteps, train_step
+from rnnlab.training.graphs import CapturedStep
+from rnnlab.training.loop import SkippedSteps, StepResult, train_step
 from rnnlab.training.metrics import MetricsLog, truncate_metrics
 from rnnlab.training.optim import LrSchedule, load_optimizer_state, make_optimizer, scaled_lr
 from rnnlab.training.workloads import Metrics, build_workload
@@ -139,6 +143,7 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids,
                                                        find_unused_parameters=config.model.output == "adaptive")
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg)
+        self._step = self._make_step()
         self.schedule = LrSchedule(self.optimizer, train_cfg)
         self.progress = Progress()
         self.state: State | None = None
@@ -232,8 +237,7 @@ class Trainer:
         scale_lr = train_cfg.variable_bptt and train_cfg.loss_average == "tokens"
         lr_scale = inputs.size(0) / train_cfg.bptt if scale_lr else 1.0
         with scaled_lr(self.optimizer, lr_scale):
-            result = train_step(self.train_model, self.optimizer, inputs, targets, state,
-                                clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average)
+            result = self._step(inputs, targets, state)
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
@@ -254,6 +258,27 @@ class Trainer:
         self._maybe_checkpoint()
         for obs in self.observers:
             obs.on_step(self.progress.step, processed)
+
+    def _make_step(self) -> Callable[[torch.Tensor, torch.Tensor, State | None], StepResult]:
+        """train_step with this run's settings, or its CUDA-graph replay (train.cuda_graphs)."""
+        train_cfg = self.config.train
+        cuda = self.device.type == "cuda"
+        if train_cfg.precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported(including_emulation=False)):
+            raise ConfigError("train.precision = bf16 needs a CUDA device with bfloat16 (Ampere or newer); this run is "
+                              f"on {self.device}" + ("" if cuda else " (bfloat16 on CPUs: not supported yet)"))
+        options = dict(clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average,
+                       autocast=torch.bfloat16 if train_cfg.precision == "bf16" else None)
+        if not train_cfg.cuda_graphs:
+            return functools.partial(train_step, self.train_model, self.optimizer, **options)
+        if not cuda:
+            raise ConfigError(f"train.cuda_graphs needs a CUDA device; this run is on {self.device}")
+        if self.ranks.active:
+            raise ConfigError("train.cuda_graphs runs in one process; under torchrun set it to false")
+        output = getattr(self.model, "output", None)
+        if output is not None and type(output) is not FullSoftmax:  # model.output = auto may pick sampled
+            raise ConfigError(f"train.cuda_graphs captures the full softmax only; model.output picked "
+                              f"{type(output).__name__} here: set model.output = softmax")
+        return CapturedStep(self.model, self.optimizer, **options)
 
     def _check_skipped(self) -> None:
         """Steps whose loss or gradient was not finite were not applied: log them since the last look, and stop
