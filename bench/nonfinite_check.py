@@ -1,10 +1,11 @@
-"""What the per-step non-finite check costs: rnnlab training steps with it (the default) and without it,
+"""What skipping non-finite steps costs: rnnlab training steps with it (the default) and without it,
 alternating step by step in one process on the same PTB windows (ptb-small shape).
 
     python bench/nonfinite_check.py            # 60 steps x 3 rounds per variant
 
-The check reads one flag per step (is the loss and the gradient norm finite?) before the optimizer step, as
-torch.amp.GradScaler does; on the CPU that read is free of any device synchronisation.
+The skip is decided on the device: per-parameter gradient norms (the global norm's own), a finite flag that the
+fused optimizer takes as ``found_inf`` (as torch.amp.GradScaler does), and the carried state chosen by
+``torch.where``; nothing is read back to the host.
 """
 
 from __future__ import annotations
