@@ -63,9 +63,11 @@ class Rerun:
 class CapturedStep:
     """``train_step`` with the same arguments, replayed from a graph where the window's shape allows."""
 
+    WARMUP = 3  # eager steps before the capture
+
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, clip_norm: float,
                  loss_average: str, autocast: torch.dtype | None = None, graphs: CudaGraphs | Rerun | None = None,
-                 warmup: int = 3) -> None:
+                 warmup: int = WARMUP) -> None:
         if len({float(group["lr"]) for group in optimizer.param_groups}) != 1:
             raise ValueError("train.cuda_graphs needs one learning rate for every parameter group")
         self.model, self.optimizer = model, optimizer
