@@ -1,8 +1,9 @@
 """Shared by the benchmarks: timing the rnnlab trainer step by step, and timing alternatives against
-each other call by call (so that a noisy machine's drift hits every side alike)."""
+each other call by call (so that a noisy machine's drift hits every side alike); the device of a check."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -104,3 +105,17 @@ def compare_variants(shape: str, variants: dict[str, list[str]], steps: int, rou
         per_round = [round(r[reference] / r[name], 3) for r in timed]
         print(f"{name:<24} {1000 * total[name] / (steps * rounds):8.1f} ms/step  "
               f"ratio to {reference} {total[reference] / total[name]:.3f}  (per round {per_round})")
+
+
+def check_device(description: str, name: str) -> torch.device | None:
+    """--device of a correctness check (default cuda), with TF32 off so float32 tolerances hold; None, after
+    saying so, when CUDA is asked for and absent."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cuda")
+    device = torch.device(parser.parse_args().device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"{name}: no CUDA device here")
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return device

@@ -12,13 +12,13 @@ tolerances, TF32 off). The sampled, NCE and adaptive output layers likewise, on 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 
 import torch
 from torch.testing import assert_close
 
+from common import check_device  # bench/ is on sys.path when a bench script runs
 from rnnlab.nn.output import make_output_layer
 from rnnlab.nn.stack import RecurrentStack
 
@@ -33,14 +33,9 @@ def _moved(noise, device):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
-    device = torch.device(parser.parse_args().device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("cuda_check: no CUDA device here")
+    device = check_device(__doc__.splitlines()[0], "cuda_check")
+    if device is None:
         return 1
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     failures = 0
     for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
         for kind, kwargs in (("none", {}), ("variational", {"recurrent_dropout": 0.4}),

@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 from torch.testing import assert_close
 
+from common import check_device  # bench/ is on sys.path when a bench script runs
 from rnnlab.config import load_config
 from rnnlab.models import RNNLanguageModel
 from rnnlab.training.graphs import CapturedStep, CudaGraphs, Rerun
@@ -121,14 +121,9 @@ def check_bf16(device: torch.device) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
-    device = torch.device(parser.parse_args().device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("gpu_step_check: no CUDA device here")
+    device = check_device(__doc__.splitlines()[0], "gpu_step_check")
+    if device is None:
         return 1
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
     failures = check_no_sync(device) if device.type == "cuda" else 0
     failures += check_graph_replay(device) + check_bf16(device)
