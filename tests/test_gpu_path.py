@@ -89,7 +89,7 @@ def test_a_trainer_on_replayed_steps_trains_and_saves_as_the_plain_one(tiny_corp
     plain.fit()
     trainer = Trainer(config, tmp_path / "captured")
     trainer._step = CapturedStep(trainer.model, trainer.optimizer, clip_norm=config.train.clip_norm,
-                                 loss_average=config.train.loss_average, graphs=Rerun())
+                                 loss_average=config.train.loss_average, graphs=Rerun(), after=trainer._account)
     trainer.fit()
     assert trainer._step.replays > 0 and trainer._step.eager_steps == 3 + 2  # warm-up, two short windows
     ours, theirs = (load_checkpoint(run / LATEST) for run in (tmp_path / "captured", tmp_path / "plain"))
@@ -110,7 +110,8 @@ def test_bf16_autocast_keeps_the_loss_gradients_and_log_probs_in_float32():
                       loss_average="tokens")
     bf16 = train_step(model, make_optimizer(model.parameters(), config.train), inputs, targets, None, clip_norm=0.0,
                       loss_average="tokens", autocast=torch.bfloat16)
-    assert bf16.loss.dtype == torch.float32 and all(p.dtype == torch.float32 for p in model.parameters())
+    assert bf16.loss.dtype == torch.float32 and all(p.grad.dtype == torch.float32 for p in model.parameters())
+    assert all(s.dtype == torch.float32 for s in (bf16.state if isinstance(bf16.state, tuple) else (bf16.state,)))
     assert abs(bf16.loss.item() / fp32.loss.item() - 1) < 0.01
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         hidden, _ = model.features(inputs)
@@ -120,6 +121,7 @@ def test_bf16_autocast_keeps_the_loss_gradients_and_log_probs_in_float32():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.cuda_graphs=true", "train.variable_bptt=true"], "replays one window shape"),
     (["train.cuda_graphs=true", "model.output=sampled"], "cannot capture model.output = sampled"),
+    (["train.cuda_graphs=true", "task.name=adding"], "the adding task trains uncaptured"),
 ])
 def test_settings_the_graph_cannot_capture_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,7 +18,7 @@ from rnnlab.config import load_config
 from rnnlab.data.corpus import load_corpus
 from rnnlab.generation import generate, generate_stream
 from rnnlab.training.checkpoint import BEST, LATEST, load_checkpoint, model_from_checkpoint
-from rnnlab.training.loop import train_step
+from rnnlab.training.loop import SkippedSteps, StepResult, train_step
 from rnnlab.training.metrics import read_metrics
 from rnnlab.training.trainer import Trainer, TrainingDiverged
 
@@ -93,6 +93,60 @@ def test_a_skipped_first_step_creates_no_optimizer_state_that_moves(tiny_corpus_
         assert torch.equal(value, weights[name]), name
     assert all(float(state["step"]) == 0 for state in trainer.optimizer.state.values())
     assert all(not s.any() for s in result.state)  # no incoming state: the zero state goes on
+
+
+def test_a_skipped_first_step_leaves_sgd_momentum_at_zero(tiny_corpus_dir):
+    """Fused SGD creates missing momentum buffers uninitialised and skips their write on a skipped step: they are
+    made zero up front, so the next good step is exactly a first step."""
+    config = _config(tiny_corpus_dir, "train.optimizer=sgd", "train.momentum=0.9")
+    trainer, twin = (Trainer(config, tiny_corpus_dir.parent / name) for name in ("run", "twin"))
+    inputs, targets = trainer.workload.window(1, 0)
+    handle = trainer.model.rnn.layer_weights(0).weight_ih.register_hook(lambda grad: grad * float("nan"))
+    skipped = train_step(trainer.model, trainer.optimizer, inputs, targets, None, clip_norm=5.0,
+                         loss_average="sequences")
+    handle.remove()
+    assert not bool(skipped.applied)
+    assert all(not state["momentum_buffer"].any() for state in trainer.optimizer.state.values())
+    for model, optimizer in ((trainer.model, trainer.optimizer), (twin.model, twin.optimizer)):
+        train_step(model, optimizer, inputs, targets, None, clip_norm=5.0, loss_average="sequences")
+    for name, value in twin.model.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+
+
+def test_sgd_momentum_with_a_cluster_whose_first_gradient_comes_late(tiny_corpus_dir):
+    """An adaptive-softmax tail cluster gets no gradient while no target falls in it; its first one comes later."""
+    config = _config(tiny_corpus_dir, "train.optimizer=sgd", "train.momentum=0.9", "model.output=adaptive",
+                     "output.cutoffs=[4, 8]", "output.div_value=2")
+    trainer = Trainer(config, tiny_corpus_dir.parent / "run")
+    inputs, targets = trainer.workload.window(1, 0)
+    head_only = targets.clamp(max=3)
+    first = train_step(trainer.model, trainer.optimizer, inputs, head_only, None, clip_norm=5.0,
+                       loss_average="sequences")
+    assert any(p.grad is None for p in trainer.model.parameters()), "a tail cluster had no gradient"
+    second = train_step(trainer.model, trainer.optimizer, inputs, targets, first.state, clip_norm=5.0,
+                        loss_average="sequences")
+    assert bool(first.applied) and bool(second.applied)
+
+
+def test_skipped_step_counts_continue_across_a_resume():
+    """SkippedSteps rebuilt from a checkpoint's progress goes on counting the same run, naming the same fault."""
+    names = ("a", "b")
+    skips = SkippedSteps(torch.device("cpu"), names, step=7, run=2, run_first=6, run_faults=["b"])
+
+    def step(applied):
+        skips.update(StepResult(torch.zeros(()), torch.zeros((), dtype=torch.long), torch.zeros(()), None,
+                                torch.tensor(applied), torch.tensor([True, applied]), names))
+
+    step(False)
+    seen = skips.read()
+    assert (seen.skipped, seen.run, seen.run_first, seen.longest, seen.longest_first) == (1, 3, 6, 3, 6)
+    assert seen.faults == ["b"]
+    step(True)
+    step(False)
+    seen = skips.read()
+    assert (seen.skipped, seen.run, seen.run_first, seen.longest, seen.longest_first) == (1, 1, 10, 1, 10)
+    step(True)
+    assert skips.read()[:3] == (0, 0, -1)
 
 
 @pytest.mark.parametrize(("every", "records"), [("train.checkpoint_every_steps=1", [3, 4, 5]),

@@ -124,7 +124,7 @@ class _StepClock(Observer):
 def rnnlab_run(config: Config, corpus: Corpus, steps: int) -> tuple[float, Trainer]:
     """Seconds for ``steps`` timed steps of rnnlab's Trainer (after the warm-up), in a scratch directory; and
     the trainer, for whoever wants to look at what it trained."""
-    untimed = 1 + (CapturedStep.WARMUP + 1 if config.train.cuda_graphs else 0)  # + the eager steps, the capture
+    untimed = CapturedStep.WARMUP + 1 if config.train.cuda_graphs else 1  # the eager steps and the capture
     clock = _StepClock(untimed)
     config = config.with_overrides({"train.max_steps": steps + untimed, "train.checkpoint_every_minutes": 0,
                                     "train.eval_every_steps": 0})

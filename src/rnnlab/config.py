@@ -265,9 +265,10 @@ class TrainConfig:
         "gradients, optimizer state and the loss stay float32; validation and test run in float32). CUDA only",
         choices=("fp32", "bf16"))
     cuda_graphs: bool = setting(
-        False, "capture the whole training step (forward, backward, clip, update) in a CUDA graph and replay it: "
-        "one launch per step instead of hundreds; an epoch's short last window runs uncaptured. CUDA only, one "
-        "process, windows of one length (no variable_bptt) and the full softmax output")
+        False, "capture the whole training step (forward, backward, clip, update, the step's bookkeeping) in a "
+        "CUDA graph and replay it: a few launches per step instead of hundreds; an epoch's short last window runs "
+        "uncaptured. CUDA only, language models, one process, windows of one length (no variable_bptt) and the "
+        "full softmax output")
 
     def __post_init__(self) -> None:
         _validate_section("train", self)
@@ -309,7 +310,7 @@ RESUMABLE_KEYS = frozenset({
     "data.allow_changed",
     "train.epochs", "train.max_steps", "train.max_minutes", "train.device", "train.log_every",
     "train.eval_every_steps", "train.tensorboard", "train.checkpoint_every_minutes", "train.checkpoint_every_steps",
-    "train.distributed_timeout",
+    "train.distributed_timeout", "train.cuda_graphs", "train.precision",  # how the device computes, like train.device
     "train.keep_checkpoints", "train.max_nonfinite_steps", "diagnostics.every_steps", "diagnostics.batch",
     "diagnostics.length",
 })
@@ -336,6 +337,9 @@ class Config:
         if self.is_task and self.train.variable_bptt:
             raise ConfigError(f"train.variable_bptt cuts a token stream into windows; the {self.task.name} task "
                               "trains on whole sequences")
+        if self.train.cuda_graphs and self.is_task:
+            raise ConfigError(f"train.cuda_graphs captures the language-model step; the {self.task.name} task trains "
+                              "uncaptured: set train.cuda_graphs = false")
         if self.train.cuda_graphs and self.train.variable_bptt:
             raise ConfigError("train.cuda_graphs replays one window shape; train.variable_bptt draws a length per "
                               "window: set one of them to false")

@@ -57,7 +57,8 @@ class Task:
 
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> OutputLoss:
         losses = self.step_losses(predictions, targets)
-        count = torch.tensor(losses.size(1) * self.scored_per_sequence(), device=losses.device)
+        # A fill on the device: torch.tensor(n, device=cuda) would copy from the host and wait for the GPU.
+        count = torch.full((), losses.size(1) * self.scored_per_sequence(), dtype=torch.long, device=losses.device)
         return OutputLoss(losses.sum(), count)
 
     def step_costs(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -67,13 +67,15 @@ class CapturedStep:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, clip_norm: float,
                  loss_average: str, autocast: torch.dtype | None = None, graphs: CudaGraphs | Rerun | None = None,
-                 warmup: int = WARMUP) -> None:
+                 warmup: int = WARMUP, after: Callable[[StepResult], None] | None = None) -> None:
         if len({float(group["lr"]) for group in optimizer.param_groups}) != 1:
             raise ValueError("train.cuda_graphs needs one learning rate for every parameter group")
         self.model, self.optimizer = model, optimizer
         self.options = dict(clip_norm=clip_norm, loss_average=loss_average, autocast=autocast)
         self.graphs = graphs if graphs is not None else CudaGraphs()
         self.warmup = warmup
+        self.after = after or (lambda result: None)  # in-place device work on each result, captured with the step
+        self._longest = 0  # the longest window seen: the one to capture
         self.eager_steps = 0  # steps taken without the graph (warm-up, other shapes)
         self.replays = 0
         self._replay: Callable[[], StepResult] | None = None
@@ -82,8 +84,8 @@ class CapturedStep:
         self._last_state: State | None = None  # an eager step's final state: the shape of the static one
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None) -> StepResult:
-        if self._replay is None and self.eager_steps < self.warmup:
-            with self.graphs.side_stream():
+        if self._replay is None and (self.eager_steps < self.warmup or inputs.size(0) < self._longest):
+            with self.graphs.side_stream():  # not a short window either: the full length is the one to capture
                 return self._eager(inputs, targets, state)
         if self._replay is None:
             self._capture(inputs, targets, state)
@@ -101,7 +103,9 @@ class CapturedStep:
 
     def _eager(self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None) -> StepResult:
         self.eager_steps += 1
+        self._longest = max(self._longest, inputs.size(0))
         result = train_step(self.model, self.optimizer, inputs, targets, state, **self.options)
+        self.after(result)
         self._last_state = result.state
         return result
 
@@ -113,8 +117,10 @@ class CapturedStep:
 
         def step() -> StepResult:
             with self._reading_lr_from_tensor():
-                return train_step(self.model, self.optimizer, self._inputs, self._targets, self._state,
-                                  **self.options)
+                result = train_step(self.model, self.optimizer, self._inputs, self._targets, self._state,
+                                     **self.options)
+            self.after(result)
+            return result
 
         self._replay = self.graphs.capture(step)
 

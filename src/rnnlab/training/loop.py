@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -92,55 +92,62 @@ def train_step(
             optimizer.step()
         finally:
             optimizer.found_inf = None
-        new_state = detach_state(out.state)
+    else:
+        optimizer.step()
+    new_state = detach_state(out.state)
+    if autocast is not None:  # carried in float32: a bfloat16 LSTM c would be rounded at every window
+        new_state = map_state(torch.Tensor.float, new_state)
+    if skip_nonfinite and device_skip:
         if state is None:
             state = map_state(torch.zeros_like, new_state)
         new_state = _select_state(finite, new_state, detach_state(state))
-    else:
-        optimizer.step()
-        new_state = detach_state(out.state)
     return result._replace(state=new_state)
 
 
 class SkippedSteps:
     """Counts skipped (non-finite) steps on the device, so the training loop never waits for it; ``read``
-    fetches the counts in one transfer (the trainer calls it where it syncs anyway: train records, saves)."""
+    fetches the counts in one transfer (the trainer calls it where it syncs anyway: train records, validations,
+    saves). ``update`` works in place, so a captured CUDA graph can replay it with the step."""
 
     class Summary(NamedTuple):
         skipped: int  # steps skipped since the last read
         run: int  # skipped steps in a row up to now
         run_first: int  # the first step of that run (-1: none)
-        longest: int  # the longest run since the last read (the current one included)
+        run_faults: list[str]  # the parameters at fault at that step
+        longest: int  # the longest run that grew since the last read (0: none)
         longest_first: int  # its first step
         faults: list[str]  # the parameters at fault at that run's first step
 
-    def __init__(self, device: torch.device, names: tuple[str, ...], run: int = 0, run_first: int = -1) -> None:
+    def __init__(self, device: torch.device, names: tuple[str, ...], step: int = 0, run: int = 0,
+                 run_first: int = -1, run_faults: Sequence[str] = ()) -> None:
         self.names = names
-        long = dict(dtype=torch.long, device=device)
-        # skipped, run, run_first, longest, longest_first
-        self.counts = torch.tensor([0, run, run_first, run, run_first], **long)
-        self.run_faults = torch.zeros(len(names), dtype=torch.bool, device=device)
+        # skipped since the last read, run, run_first, longest, longest_first, and the step count
+        self.counts = torch.tensor([0, run, run_first, 0, -1, step], dtype=torch.long, device=device)
+        self.run_faults = torch.tensor([name in run_faults for name in names], dtype=torch.bool, device=device)
         self.longest_faults = self.run_faults.clone()
 
-    def update(self, step: int, result: StepResult) -> None:
-        """``step`` is the 1-based number of the step ``result`` came from."""
-        skipped, run, run_first, longest, longest_first = self.counts.unbind()
+    def update(self, result: StepResult) -> None:
+        """Count the step ``result`` came from (the step number advances on the device too)."""
+        skipped, run, run_first, longest, longest_first, step = self.counts.unbind()
         bad = ~result.applied
+        step = step + 1
         run = torch.where(bad, run + 1, 0)
         starts = bad & (run == 1)
-        run_first = torch.where(starts, step, run_first)
-        self.run_faults = torch.where(starts, ~result.grad_finite, self.run_faults)
+        run_first = torch.where(bad, torch.where(starts, step, run_first), -1)
+        self.run_faults.copy_(torch.where(starts, ~result.grad_finite, self.run_faults))
         longer = run > longest
-        self.longest_faults = torch.where(longer, self.run_faults, self.longest_faults)
-        self.counts = torch.stack([skipped + bad.long(), run, run_first, torch.where(longer, run, longest),
-                                   torch.where(longer, run_first, longest_first)])
+        self.longest_faults.copy_(torch.where(longer, self.run_faults, self.longest_faults))
+        self.counts.copy_(torch.stack([skipped + bad.long(), run, run_first, torch.where(longer, run, longest),
+                                       torch.where(longer, run_first, longest_first), step]))
 
     def read(self) -> Summary:
-        skipped, run, run_first, longest, longest_first = self.counts.tolist()
-        faults = [name for name, bad in zip(self.names, self.longest_faults.tolist()) if bad] or ["(the loss)"]
-        self.counts = torch.stack([torch.zeros_like(self.counts[0]), *self.counts[1:3], *self.counts[1:3]])
-        self.longest_faults = self.run_faults.clone()
-        return self.Summary(skipped, run, run_first, longest, longest_first, faults)
+        skipped, run, run_first, longest, longest_first, _ = self.counts.tolist()
+        names = lambda flags: [name for name, bad in zip(self.names, flags.tolist()) if bad]  # noqa: E731
+        summary = self.Summary(skipped, run, run_first, names(self.run_faults), longest, longest_first,
+                               names(self.longest_faults) or ["(the loss)"])
+        # A run still going is counted again as it grows; one that has ended is not reported twice.
+        self.counts[0], self.counts[3], self.counts[4] = 0, 0, -1
+        return summary
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

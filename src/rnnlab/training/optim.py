@@ -15,8 +15,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) ->
     """Fused optimizers: one kernel for the whole update, and a skip decided on the device (``found_inf``), so a
     training step never waits for the GPU. Fused SGD equals the foreach one bit for bit; Adam to rounding."""
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               fused=True)
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, fused=True)
+        _zero_momentum_buffers(optimizer)
+        return optimizer
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     if config.optimizer == "adamw":
@@ -29,11 +31,24 @@ IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """``optimizer.load_state_dict`` keeping how this version steps (fused): a checkpoint holds the training
-    state, and one written before the optimizers were fused would otherwise switch the fused step off."""
+    state, and one written before the optimizers were fused would otherwise switch the fused step off. The flags
+    go into the saved groups before loading, because torch places Adam's step count by the saved ``fused``."""
     flags = [{key: group[key] for key in IMPLEMENTATION_FLAGS if key in group} for group in optimizer.param_groups]
+    state = {**state, "param_groups": [{**saved, **kept} for saved, kept in zip(state["param_groups"], flags)]}
     optimizer.load_state_dict(state)
-    for group, kept in zip(optimizer.param_groups, flags):
-        group.update(kept)
+    if isinstance(optimizer, torch.optim.SGD):
+        _zero_momentum_buffers(optimizer)  # a checkpoint lacks those of parameters that had no gradient yet
+
+
+def _zero_momentum_buffers(optimizer: torch.optim.SGD) -> None:
+    """Momentum buffers that start at zero instead of at the first gradient: the same update (no dampening:
+    0.9 * 0 + g = g), but fused SGD creates missing buffers uninitialised, only when all are missing, and never on a
+    skipped step; a parameter whose first gradient comes late (an adaptive-softmax tail cluster) needs one too."""
+    for group in optimizer.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                if optimizer.state[p].get("momentum_buffer") is None:
+                    optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:

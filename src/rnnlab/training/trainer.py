@@ -15,7 +15,6 @@ Run directory layout::
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -82,6 +81,7 @@ class Progress:
     skipped_steps: int = 0  # steps whose non-finite loss or gradient was not applied
     nonfinite_run: int = 0  # of them, in a row up to now
     nonfinite_first: int = -1  # the first step of that run
+    nonfinite_params: list[str] = field(default_factory=list)  # the parameters at fault at that step
 
 
 @dataclass
@@ -169,7 +169,8 @@ class Trainer:
                 truncate_metrics(self.run_dir / METRICS_FILE, self.progress.step)
         # Skipped steps are counted on the device and read at train records and saves: no per-step sync.
         names = tuple(name for name, _ in self.model.named_parameters())  # DDP's order, without "module."
-        self._skips = SkippedSteps(self.device, names, self.progress.nonfinite_run, self.progress.nonfinite_first)
+        p = self.progress
+        self._skips = SkippedSteps(self.device, names, p.step, p.nonfinite_run, p.nonfinite_first, p.nonfinite_params)
         self.metrics: MetricsLog | None = None
         if main:
             atomic_write_text(self.run_dir / CONFIG_FILE, config.to_toml())
@@ -241,13 +242,9 @@ class Trainer:
         self.state = result.state if self.workload.carries_state else None
         self.progress.step += 1
         self.progress.window += 1
-        self._skips.update(self.progress.step, result)
-        # A skipped step adds nothing; decided on the device (only NT-ASGD's average reads the flag).
+        # The step's sums were added on the device (_account); only NT-ASGD's average reads the skip flag.
         if self.averaged is not None and bool(result.applied):
             self.averaged.update_parameters(self.model)
-        self._loss_sum += torch.where(result.applied, result.loss, 0.0)
-        self._token_sum += torch.where(result.applied, result.tokens, 0)
-        self._last_grad_norm = torch.where(result.applied, result.grad_norm, self._last_grad_norm)
         processed = inputs.shape[0] * inputs.shape[1]  # time steps x sequences
         self._log_tokens += processed
         if self.progress.step % train_cfg.log_every == 0:
@@ -269,7 +266,12 @@ class Trainer:
         options = dict(clip_norm=train_cfg.clip_norm, loss_average=train_cfg.loss_average,
                        autocast=torch.bfloat16 if train_cfg.precision == "bf16" else None)
         if not train_cfg.cuda_graphs:
-            return functools.partial(train_step, self.train_model, self.optimizer, **options)
+            def step(inputs: torch.Tensor, targets: torch.Tensor, state: State | None) -> StepResult:
+                result = train_step(self.train_model, self.optimizer, inputs, targets, state, **options)
+                self._account(result)
+                return result
+
+            return step
         if not cuda:
             raise ConfigError(f"train.cuda_graphs needs a CUDA device; this run is on {self.device}")
         if self.ranks.active:
@@ -278,7 +280,15 @@ class Trainer:
         if output is not None and type(output) is not FullSoftmax:  # model.output = auto may pick sampled
             raise ConfigError(f"train.cuda_graphs captures the full softmax only; model.output picked "
                               f"{type(output).__name__} here: set model.output = softmax")
-        return CapturedStep(self.model, self.optimizer, **options)
+        return CapturedStep(self.model, self.optimizer, **options, after=self._account)
+
+    def _account(self, result: StepResult) -> None:
+        """Add a step to the sums behind the next train record, on the device and in place (a captured step
+        replays this with it); a skipped step adds nothing but its count."""
+        self._loss_sum += torch.where(result.applied, result.loss, 0.0)
+        self._token_sum += torch.where(result.applied, result.tokens, 0)
+        self._last_grad_norm.copy_(torch.where(result.applied, result.grad_norm, self._last_grad_norm))
+        self._skips.update(result)
 
     def _check_skipped(self) -> None:
         """Steps whose loss or gradient was not finite were not applied: log them since the last look, and stop
@@ -286,7 +296,8 @@ class Trainer:
         anyway."""
         progress, seen = self.progress, self._skips.read()
         progress.skipped_steps += seen.skipped
-        progress.nonfinite_run, progress.nonfinite_first = seen.run, seen.run_first
+        progress.nonfinite_run, progress.nonfinite_first, progress.nonfinite_params = (
+            seen.run, seen.run_first, seen.run_faults)
         if seen.skipped:
             self._emit({"event": "skipped", "epoch": progress.epoch, "step": progress.step, "skipped": seen.skipped,
                         "in_a_row": seen.longest, "first": seen.longest_first, "nonfinite": seen.faults[:8]})
@@ -310,10 +321,11 @@ class Trainer:
             self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
 
     def _log_train(self) -> None:
-        now = time.perf_counter()
         self._check_skipped()
+        loss_sum, token_sum = self._loss_sum.item(), float(self._token_sum.item())
+        now = time.perf_counter()  # after the reads: the device has finished the steps being counted
         # Every rank logs at the same steps: the record sums all ranks' columns.
-        loss_sum, tokens = self.ranks.sum([self._loss_sum.item(), float(self._token_sum.item())])
+        loss_sum, tokens = self.ranks.sum([loss_sum, token_sum])
         tokens = int(tokens)
         loss = loss_sum / max(tokens, 1)
         if not math.isfinite(loss):
