@@ -13,6 +13,7 @@ from rnnlab.models import RNNLanguageModel
 from rnnlab.training.checkpoint import LATEST, load_checkpoint
 from rnnlab.training.graphs import CapturedStep, Rerun
 from rnnlab.training.loop import train_step
+from rnnlab.training.metrics import read_metrics
 from rnnlab.training.optim import make_optimizer
 from rnnlab.training.trainer import Trainer
 
@@ -90,12 +91,30 @@ def test_a_trainer_on_replayed_steps_trains_and_saves_as_the_plain_one(tiny_corp
     trainer = Trainer(config, tmp_path / "captured")
     trainer._step = CapturedStep(trainer.model, trainer.optimizer, clip_norm=config.train.clip_norm,
                                  loss_average=config.train.loss_average, graphs=Rerun(), after=trainer._account)
+    # A graph replays fixed addresses: the sums the captured step adds to must be updated in place, never rebound
+    # (the rerun stand-in would not notice a rebinding; this does).
+    sums = lambda t: [x.data_ptr() for x in (t._loss_sum, t._token_sum, t._last_grad_norm, t._skips.counts,  # noqa: E731
+                                             t._skips.run_faults, t._skips.longest_faults)]
+    before = sums(trainer)
     trainer.fit()
+    assert sums(trainer) == before
     assert trainer._step.replays > 0 and trainer._step.eager_steps == 3 + 2  # warm-up, two short windows
     ours, theirs = (load_checkpoint(run / LATEST) for run in (tmp_path / "captured", tmp_path / "plain"))
-    assert ours["progress"] == theirs["progress"]
+    assert ours["progress"] == theirs["progress"] and ours["accumulators"] == theirs["accumulators"]
     for name, value in theirs["model"].items():
         assert torch.equal(ours["model"][name], value), name
+    records = [[(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if r["event"] == "train"]
+               for run in (tmp_path / "captured", tmp_path / "plain")]
+    assert records[0] == records[1] and len(records[0]) == 48  # log_every = 1: every step's loss
+
+
+def test_the_capture_waits_for_a_full_length_window():
+    model, opt = _model_and_optimizer("sgd")
+    captured = CapturedStep(model, opt, clip_norm=0.5, loss_average="tokens", graphs=Rerun(), warmup=1)
+    state = None
+    for length in (T, 2, T, T):
+        state = captured(torch.randint(V, (length, B)), torch.randint(V, (length, B)), state).state
+    assert captured._inputs.size(0) == T and captured.eager_steps == 2 and captured.replays == 2
 
 
 def test_bf16_autocast_keeps_the_loss_gradients_and_log_probs_in_float32():

@@ -131,7 +131,7 @@ def test_sgd_momentum_with_a_cluster_whose_first_gradient_comes_late(tiny_corpus
 def test_skipped_step_counts_continue_across_a_resume():
     """SkippedSteps rebuilt from a checkpoint's progress goes on counting the same run, naming the same fault."""
     names = ("a", "b")
-    skips = SkippedSteps(torch.device("cpu"), names, step=7, run=2, run_first=6, run_faults=["b"])
+    skips = SkippedSteps(torch.device("cpu"), names, step=7, run=2, run_first=6, run_faults=["a"])
 
     def step(applied):
         skips.update(StepResult(torch.zeros(()), torch.zeros((), dtype=torch.long), torch.zeros(()), None,
@@ -140,13 +140,13 @@ def test_skipped_step_counts_continue_across_a_resume():
     step(False)
     seen = skips.read()
     assert (seen.skipped, seen.run, seen.run_first, seen.longest, seen.longest_first) == (1, 3, 6, 3, 6)
-    assert seen.faults == ["b"]
+    assert seen.faults == seen.run_faults == ["a"], "the run is named by its first step's fault (before the resume)"
     step(True)
     step(False)
     seen = skips.read()
     assert (seen.skipped, seen.run, seen.run_first, seen.longest, seen.longest_first) == (1, 1, 10, 1, 10)
     step(True)
-    assert skips.read()[:3] == (0, 0, -1)
+    assert skips.read()[:4] == (0, 0, -1, [])
 
 
 @pytest.mark.parametrize(("every", "records"), [("train.checkpoint_every_steps=1", [3, 4, 5]),

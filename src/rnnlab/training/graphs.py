@@ -68,6 +68,8 @@ class CapturedStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, clip_norm: float,
                  loss_average: str, autocast: torch.dtype | None = None, graphs: CudaGraphs | Rerun | None = None,
                  warmup: int = WARMUP, after: Callable[[StepResult], None] | None = None) -> None:
+        if warmup < 1:
+            raise ValueError("CapturedStep needs at least one eager step before the capture (the state's shape)")
         if len({float(group["lr"]) for group in optimizer.param_groups}) != 1:
             raise ValueError("train.cuda_graphs needs one learning rate for every parameter group")
         self.model, self.optimizer = model, optimizer

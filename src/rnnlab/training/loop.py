@@ -106,8 +106,8 @@ def train_step(
 
 class SkippedSteps:
     """Counts skipped (non-finite) steps on the device, so the training loop never waits for it; ``read``
-    fetches the counts in one transfer (the trainer calls it where it syncs anyway: train records, validations,
-    saves). ``update`` works in place, so a captured CUDA graph can replay it with the step."""
+    fetches the counts (the trainer calls it where it syncs anyway: train records, validations, saves).
+    ``update`` works in place, so a captured CUDA graph can replay it with the step."""
 
     class Summary(NamedTuple):
         skipped: int  # steps skipped since the last read
@@ -143,8 +143,8 @@ class SkippedSteps:
     def read(self) -> Summary:
         skipped, run, run_first, longest, longest_first, _ = self.counts.tolist()
         names = lambda flags: [name for name, bad in zip(self.names, flags.tolist()) if bad]  # noqa: E731
-        summary = self.Summary(skipped, run, run_first, names(self.run_faults), longest, longest_first,
-                               names(self.longest_faults) or ["(the loss)"])
+        summary = self.Summary(skipped, run, run_first, names(self.run_faults) if run else [], longest,
+                               longest_first, names(self.longest_faults) or ["(the loss)"])
         # A run still going is counted again as it grows; one that has ended is not reported twice.
         self.counts[0], self.counts[3], self.counts[4] = 0, 0, -1
         return summary

@@ -15,12 +15,13 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,9 +317,8 @@ class Trainer:
         if self.ranks.active and train_cfg.checkpoint_every_minutes:
             (by_time,) = self.ranks.any(by_time)  # clocks differ: every rank saves when one is due
         if by_steps or by_time:
-            paused = time.perf_counter()
-            self._save(self.run_dir / LATEST)
-            self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
+            with self._not_training_time():
+                self._save(self.run_dir / LATEST)
 
     def _log_train(self) -> None:
         self._check_skipped()
@@ -355,10 +355,22 @@ class Trainer:
     def _log_diagnostics(self) -> None:
         from rnnlab.diagnostics import summary_records
 
+        with self._not_training_time():
+            for record in summary_records(self.model, *self._probe):
+                self._emit({"event": "diagnostics", "epoch": self.progress.epoch, "step": self.progress.step,
+                            **record})
+
+    @contextlib.contextmanager
+    def _not_training_time(self) -> Iterator[None]:
+        """A block whose time tokens/s leaves out. It first waits for the device: the steps still queued there
+        are training time (the training loop itself never waits)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         paused = time.perf_counter()
-        for record in summary_records(self.model, *self._probe):
-            self._emit({"event": "diagnostics", "epoch": self.progress.epoch, "step": self.progress.step, **record})
-        self._log_clock += time.perf_counter() - paused
+        try:
+            yield
+        finally:
+            self._log_clock += time.perf_counter() - paused
 
     def _end_epoch(self) -> None:
         valid = self._validate()
@@ -367,7 +379,8 @@ class Trainer:
         self.progress.epoch += 1
         self.progress.window = 0
         self.state = None  # each epoch reads the columns from their beginning again
-        self._save(self.run_dir / LATEST)
+        with self._not_training_time():
+            self._save(self.run_dir / LATEST)
 
     def _maybe_start_averaging(self, valid_loss: float) -> None:
         """NT-ASGD (Merity et al. 2017): once this epoch's validation loss is worse than the best of all
@@ -388,15 +401,14 @@ class Trainer:
 
     def _validate(self) -> Metrics:
         self._check_skipped()  # a run of skipped steps is named before the validation loss it caused
-        paused = time.perf_counter()
-        result = self._evaluate("valid")
-        if not math.isfinite(result["loss"]):
-            self._diverged(f"the validation loss is {result['loss']}")
-        self.progress.last_valid_step = self.progress.step
-        if result["loss"] < self.progress.best_valid_loss:
-            self.progress.best_valid_loss = result["loss"]
-            self._save(self.run_dir / BEST)
-        self._log_clock += time.perf_counter() - paused  # tokens/s counts training time only
+        with self._not_training_time():
+            result = self._evaluate("valid")
+            if not math.isfinite(result["loss"]):
+                self._diverged(f"the validation loss is {result['loss']}")
+            self.progress.last_valid_step = self.progress.step
+            if result["loss"] < self.progress.best_valid_loss:
+                self.progress.best_valid_loss = result["loss"]
+                self._save(self.run_dir / BEST)
         return result
 
     def _evaluate(self, split: str) -> Metrics:
