@@ -472,12 +472,9 @@ class Trainer:
                     old.unlink()
 
     def _write_checkpoint(self, path: Path) -> None:
-        self._check_skipped()  # the counts go into progress; too many in a row stops before anything is written
-        # Never let a diverged model overwrite a good checkpoint: losses since the last train record
-        # and the latest gradient norm are checked here (one host sync per checkpoint).
-        if not (torch.isfinite(self._loss_sum) and torch.isfinite(self._last_grad_norm)):
-            self._diverged(f"the loss or gradient norm is not finite (loss sum {self._loss_sum.item()}, "
-                           f"gradient norm {self._last_grad_norm.item()})")
+        # Never let a diverged model overwrite a good checkpoint. Non-finite steps were skipped (the sums hold only
+        # applied ones): too many in a row stop here, before anything is written.
+        self._check_skipped()
         # An update can make weights non-finite with finite gradients (an infinite learning rate): never save those.
         bad = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
