@@ -27,6 +27,13 @@ def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State | None) -
     return fn(state)
 
 
+def map_states(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], first: State, second: State) -> State:
+    """Apply ``fn`` to matching tensors of two states of one shape: (h, h'), or (h, h') and (c, c') for LSTM."""
+    if isinstance(first, tuple):
+        return tuple(fn(a, b) for a, b in zip(first, second))  # type: ignore[return-value]
+    return fn(first, second)
+
+
 def detach_state(state: State | None) -> State | None:
     """Cut the autograd graph between truncated-BPTT windows, keeping the values."""
     return map_state(torch.Tensor.detach, state)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from rnnlab.nn.recurrent import State, map_state
+from rnnlab.nn.recurrent import State, map_state, map_states
 from rnnlab.training.loop import StepResult, train_step
 
 CAPTURABLE_OUTPUTS = ("softmax",)  # sampled / NCE draw candidates on the host (frozen in a graph); adaptive syncs
@@ -98,7 +98,7 @@ class CapturedStep:
         if state is None:  # an epoch starts from the zero state, as the model does for None
             map_state(torch.Tensor.zero_, self._state)
         elif state is not self._state:
-            _copy_state(self._state, state)
+            map_states(torch.Tensor.copy_, self._state, state)
         self._lr.fill_(self.optimizer.param_groups[0]["lr"])  # a kernel with the value: no sync
         self.replays += 1
         return self._replay()
@@ -143,11 +143,3 @@ class CapturedStep:
                 group["lr"] = lr
                 if capturable is not None:
                     group["capturable"] = capturable
-
-
-def _copy_state(into: State, source: State) -> None:
-    if isinstance(into, tuple):
-        for target, value in zip(into, source):
-            target.copy_(value)
-    else:
-        into.copy_(source)

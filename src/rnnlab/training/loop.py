@@ -13,7 +13,7 @@ from rnnlab.data.batching import EvalStream
 from rnnlab.models.base import RecurrentModel
 from rnnlab.nn.mode import evaluating, in_mode
 from rnnlab.nn.output import IGNORE_INDEX
-from rnnlab.nn.recurrent import State, detach_state, map_state
+from rnnlab.nn.recurrent import State, detach_state, map_state, map_states
 from rnnlab.training.optim import skips_on_device
 
 
@@ -100,7 +100,7 @@ def train_step(
     if skip_nonfinite and device_skip:
         if state is None:
             state = map_state(torch.zeros_like, new_state)
-        new_state = _select_state(finite, new_state, detach_state(state))
+        new_state = map_states(lambda new, old: torch.where(finite, new, old), new_state, detach_state(state))
     return result._replace(state=new_state)
 
 
@@ -156,12 +156,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     # A CUDA graph replays the casts it captured: autocast's weight cache must be off while capturing.
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     return torch.autocast(device.type, dtype=dtype, cache_enabled=not capturing)
-
-
-def _select_state(keep_new: torch.Tensor, new: State, old: State) -> State:
-    if isinstance(new, tuple):
-        return tuple(torch.where(keep_new, n, o) for n, o in zip(new, old))  # type: ignore[return-value]
-    return torch.where(keep_new, new, old)
 
 
 def clip_gradients(params, max_norm: float) -> torch.Tensor:
